@@ -1,0 +1,201 @@
+"""Pure-Python batch builders over py_tree trees: the flat batch (one row per leaf) and the packed batch (each
+unique token once). The C++ twins are arpo._tree.flatten_trees / pack_trees; the weights and advantages are
+defined in py_tree's module docstring. Both return dicts of numpy arrays; arpo.tree wraps them in dataclasses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .py_tree import TrajectoryTree, _check_agg, _check_eps, _check_mode
+
+
+@dataclass
+class _TreeStats:
+    leaves: list[int]
+    leaf_adv: list[float]  # soft: per leaf, leaves() order
+    node_adv: list[float]  # hard: per node
+    loss_above: list[int]  # per node: trainable tokens on the path root..node
+
+
+def _tree_stats(t: TrajectoryTree, mode: str, scale_std: bool, eps: float) -> _TreeStats:
+    leaf_adv = t._leaf_advantages(scale_std, eps) if mode == "soft" else []
+    node_adv = t._node_advantages(scale_std, eps) if mode == "hard" else []
+    loss_above = [0] * t.num_nodes
+    for i in range(1, t.num_nodes):
+        own = len(t._tokens[i]) if t._trainable[i] else 0
+        loss_above[i] = loss_above[t._parent[i]] + own
+    return _TreeStats(t.leaves(), leaf_adv, node_adv, loss_above)
+
+
+def _all_stats(trees: list[TrajectoryTree], mode: str, scale_std: bool, eps: float) -> list[_TreeStats]:
+    _check_eps(eps)
+    return [_tree_stats(t, mode, scale_std, eps) for t in trees]
+
+
+def _tree_list(trees: Sequence) -> list[TrajectoryTree]:
+    trees = list(trees)
+    for i, t in enumerate(trees):
+        if not isinstance(t, TrajectoryTree):
+            raise TypeError(
+                f"trees[{i}] is a {type(t).__name__}, not an arpo.tree.py_tree.TrajectoryTree "
+                "(do not mix the C++ and Python implementations)"
+            )
+    return trees
+
+
+def _node_arrays(t: TrajectoryTree, node: int) -> tuple[np.ndarray, np.ndarray | None]:
+    ids = np.frombuffer(t._tokens[node], dtype=np.int32) if len(t._tokens[node]) else np.empty(0, np.int32)
+    lp = t._logprobs[node]
+    return ids, (None if lp is None else np.frombuffer(lp, dtype=np.float32))
+
+
+# ---- flat batch ---------------------------------------------------------------------------------------------
+def flatten_trees(trees: Sequence, mode: str = "soft", pad_id: int = 0, scale_std: bool = True,
+                  eps: float = 1e-6) -> dict[str, np.ndarray]:
+    """One row per leaf: arrays [rows, width] (leaf_index [rows, 2] = (tree, leaf node))."""
+    trees = _tree_list(trees)
+    _check_mode(mode)
+    rows = sum(len(t.leaves()) for t in trees)
+    width = max([1] + [t._path_length(leaf) for t in trees for leaf in t.leaves()])
+    stats = _all_stats(trees, mode, scale_std, eps)
+    out = {
+        "input_ids": np.full((rows, width), pad_id, dtype=np.int64),
+        "attention_mask": np.zeros((rows, width), dtype=np.int64),
+        "position_ids": np.zeros((rows, width), dtype=np.int64),
+        "loss_mask": np.zeros((rows, width), dtype=bool),
+        "advantages": np.zeros((rows, width), dtype=np.float32),
+        "old_logprobs": np.zeros((rows, width), dtype=np.float32),
+        "leaf_index": np.zeros((rows, 2), dtype=np.int64),
+    }
+    row = 0
+    for ti, (t, s) in enumerate(zip(trees, stats)):
+        for j, leaf in enumerate(s.leaves):
+            soft = s.leaf_adv[j] if mode == "soft" else 0.0
+            _flatten_row(t, t.path(leaf), soft, s, mode, row, out)
+            out["leaf_index"][row] = (ti, leaf)
+            row += 1
+    return out
+
+
+def _flatten_row(t: TrajectoryTree, path: list[int], soft_adv: float, s: _TreeStats, mode: str, row: int,
+                 out: dict[str, np.ndarray]) -> None:
+    k = 0
+    for node in path:
+        ids, lp = _node_arrays(t, node)
+        sl = slice(k, k + ids.size)
+        out["input_ids"][row, sl] = ids
+        out["attention_mask"][row, sl] = 1
+        out["position_ids"][row, sl] = np.arange(k, k + ids.size)
+        if t._trainable[node]:
+            out["loss_mask"][row, sl] = True
+            out["advantages"][row, sl] = soft_adv if mode == "soft" else s.node_adv[node]
+            out["old_logprobs"][row, sl] = np.nan if lp is None else lp
+        k += ids.size
+
+
+# ---- packed batch -------------------------------------------------------------------------------------------
+def _agg_weight(agg: str, n_loss: int, total_tokens: int, num_seqs: int) -> float:
+    if n_loss == 0:
+        return 0.0
+    if agg == "token-mean":
+        return 1.0 / float(total_tokens)
+    if agg == "seq-mean-token-mean":
+        return 1.0 / (float(num_seqs) * float(n_loss))
+    return 1.0 / float(num_seqs)
+
+
+def _node_sums(t: TrajectoryTree, s: _TreeStats, mode: str, agg: str, total_tokens: int, num_seqs: int):
+    """Per node: summed row weight W and signed weighted advantages (A > 0, A < 0) over the leaves below."""
+    n = t.num_nodes
+    w, pos, neg = [0.0] * n, [0.0] * n, [0.0] * n
+    for j, leaf in enumerate(s.leaves):
+        w[leaf] = _agg_weight(agg, s.loss_above[leaf], total_tokens, num_seqs)
+        if mode == "soft":
+            c = w[leaf] * s.leaf_adv[j]
+            pos[leaf] = c if s.leaf_adv[j] > 0.0 else 0.0
+            neg[leaf] = c if s.leaf_adv[j] < 0.0 else 0.0
+    for i in range(n - 1, 0, -1):
+        p = t._parent[i]
+        w[p] += w[i]
+        pos[p] += pos[i]
+        neg[p] += neg[i]
+    if mode == "hard":
+        pos = [wi * a if a > 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
+        neg = [wi * a if a < 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
+    return w, pos, neg
+
+
+def _preorder(t: TrajectoryTree) -> list[int]:
+    """Depth-first pre-order (children in creation order): every subtree is a contiguous range."""
+    order, stack = [], [0]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(reversed(t._children[node]))
+    return order
+
+
+def pack_trees(trees: Sequence, mode: str = "soft", agg: str = "token-mean", scale_std: bool = True,
+               eps: float = 1e-6) -> dict[str, np.ndarray]:
+    """Each unique token once, trees concatenated in order; arrays [T], tree_offsets [num_trees + 1]."""
+    trees = _tree_list(trees)
+    _check_mode(mode)
+    _check_agg(agg)
+    total = sum(t.num_tokens(True) for t in trees)
+    stats = _all_stats(trees, mode, scale_std, eps)
+    loss_counts = [s.loss_above[leaf] for s in stats for leaf in s.leaves]
+    total_tokens, num_seqs = sum(loss_counts), sum(1 for c in loss_counts if c > 0)
+    out = {
+        "input_ids": np.zeros(total, dtype=np.int64),
+        "position_ids": np.zeros(total, dtype=np.int64),
+        "prev_index": np.zeros(total, dtype=np.int64),
+        "span_end": np.zeros(total, dtype=np.int64),
+        "loss_mask": np.zeros(total, dtype=bool),
+        "loss_weight": np.zeros(total, dtype=np.float32),
+        "adv_pos": np.zeros(total, dtype=np.float32),
+        "adv_neg": np.zeros(total, dtype=np.float32),
+        "old_logprobs": np.zeros(total, dtype=np.float32),
+        "tree_offsets": np.zeros(len(trees) + 1, dtype=np.int64),
+    }
+    base = 0
+    for ti, (t, s) in enumerate(zip(trees, stats)):
+        sums = _node_sums(t, s, mode, agg, total_tokens, num_seqs)
+        _pack_tree(t, sums, base, out)
+        base += t.num_tokens(True)
+        out["tree_offsets"][ti + 1] = base
+    return out
+
+
+def _pack_tree(t: TrajectoryTree, sums, base: int, out: dict[str, np.ndarray]) -> None:
+    w, pos, neg = sums
+    order = _preorder(t)
+    start, last, subtree_end = [0] * t.num_nodes, [0] * t.num_nodes, [0] * t.num_nodes
+    cursor = base
+    for node in order:
+        ids, lp = _node_arrays(t, node)
+        n = ids.size
+        start[node] = cursor
+        before = -1 if node == 0 else last[t._parent[node]]
+        last[node] = cursor + n - 1 if n else before
+        sl = slice(cursor, cursor + n)
+        out["input_ids"][sl] = ids
+        out["position_ids"][sl] = np.arange(t._offset[node], t._offset[node] + n)
+        out["prev_index"][sl] = np.arange(cursor - 1, cursor + n - 1)
+        if n:
+            out["prev_index"][cursor] = before
+        if t._trainable[node]:
+            out["loss_mask"][sl] = True
+            out["loss_weight"][sl] = w[node]
+            out["adv_pos"][sl] = pos[node]
+            out["adv_neg"][sl] = neg[node]
+            out["old_logprobs"][sl] = np.nan if lp is None else lp
+        cursor += n
+        subtree_end[node] = cursor
+    for node in reversed(order[1:]):
+        p = t._parent[node]
+        subtree_end[p] = max(subtree_end[p], subtree_end[node])
+    for node in order:
+        out["span_end"][start[node]:start[node] + len(t._tokens[node])] = subtree_end[node]

@@ -1,0 +1,315 @@
+"""Pure-Python TrajectoryTree and batch builders: the documented API, and the fallback for the C++ core.
+
+One tree holds one prompt's branched rollouts. Node 0 is the prompt (context). Every other node is a segment of
+token ids that is either model-generated (``trainable=True``) or a tool result (context, ``trainable=False``).
+A root-to-leaf path is one trajectory; the children of a node are branches sharing everything above them.
+
+``csrc/traj_tree.cpp`` implements the same contract; the two are kept in step: the same checks with the same
+messages and exception types, and every float computed in double in the same order, so that both produce
+bit-identical arrays (tests/tree/test_cpp_python.py checks this).
+
+Math (DESIGN.md, "Advantages"; leaf rewards r_1..r_n of one tree):
+  Â_i = (r_i - mean) / (std + eps)    std with Bessel's correction, 0 for a single leaf; or r_i - mean
+  soft: every trainable token on leaf i's path carries Â_i in leaf i's row
+  hard: a trainable token of node v carries mean(Â_j over the leaves j below v) in every row through v
+
+Flat aggregation weight of a row (leaf) j with n_j loss tokens (rows without loss tokens weigh 0):
+  token-mean            w_j = 1 / Σ_j n_j
+  seq-mean-token-mean   w_j = 1 / (S · n_j)     S = number of rows with n_j > 0
+  seq-mean-token-sum    w_j = 1 / S
+A packed token stands for its copies in the rows through its node: loss_weight = Σ w_j,
+adv_pos = Σ_{A_j>0} w_j A_j, adv_neg = Σ_{A_j<0} w_j A_j (DESIGN.md, "Tree packing is exact").
+"""
+from __future__ import annotations
+
+import math
+from array import array
+from typing import Any, Sequence
+
+import numpy as np
+
+INT32_MAX = 2**31 - 1
+_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+
+
+def _as_1d(obj: Any, name: str) -> np.ndarray:
+    arr = np.asarray(obj)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got {arr.ndim} dimensions")
+    return arr
+
+
+def _as_ids(token_ids: Any) -> np.ndarray:
+    """Token ids as int64 (validated against the int32 range later, as the C++ core does)."""
+    arr = _as_1d(token_ids, "token ids")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise TypeError(f"token ids must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _as_logprobs(logprobs: Any) -> np.ndarray | None:
+    if logprobs is None:
+        return None
+    arr = _as_1d(logprobs, "logprobs")
+    if arr.size and arr.dtype.kind not in "fiu":
+        raise TypeError(f"logprobs must be real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _check_segment(ids: np.ndarray, lps: np.ndarray | None) -> None:
+    bad = np.flatnonzero((ids < 0) | (ids > INT32_MAX))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"token id {ids[i]} at index {i} is outside the int32 range [0, {INT32_MAX}]")
+    if lps is None:
+        return
+    if lps.size != ids.size:
+        raise ValueError(f"logprobs has {lps.size} values for {ids.size} token ids")
+    bad = np.flatnonzero(~np.isfinite(lps))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"logprob at index {i} is not finite ({lps[i]})")
+
+
+def _check_eps(eps: float) -> None:
+    if not math.isfinite(eps) or eps < 0.0:
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in ("soft", "hard"):
+        raise ValueError(f"unknown advantage mode '{mode}': expected 'soft' or 'hard'")
+    return mode
+
+
+def _check_agg(agg: str) -> str:
+    if agg not in _AGGS:
+        raise ValueError(
+            f"unknown agg '{agg}': expected 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum'"
+        )
+    return agg
+
+
+class TrajectoryTree:
+    """The branched rollouts of one prompt. Node ids are assigned in creation order; node 0 is the prompt."""
+
+    def __init__(self, prompt_ids: Sequence[int] | np.ndarray):
+        ids = _as_ids(prompt_ids)
+        if ids.size == 0:
+            raise ValueError("prompt_ids is empty: a trajectory needs at least one prompt token")
+        _check_segment(ids, None)
+        self._parent: list[int] = [-1]
+        self._trainable: list[bool] = [False]
+        self._offset: list[int] = [0]
+        self._tokens: list[array] = [array("i", ids.astype(np.int32).tobytes())]
+        self._logprobs: list[array | None] = [None]
+        self._children: list[list[int]] = [[]]
+        self._reward: list[float | None] = [None]
+
+    # ---- building -------------------------------------------------------------------------------------------
+    def add(self, parent: int, token_ids: Any, trainable: bool, logprobs: Any = None) -> int:
+        """Add a child segment under `parent`; returns its node id. `logprobs` [n]: the sampler's log-probs."""
+        ids, lps = _as_ids(token_ids), _as_logprobs(logprobs)
+        self._checked(parent, "branch from")
+        node = len(self._parent)
+        self._check_append(node, bool(trainable), None, ids, lps)
+        self._parent.append(parent)
+        self._trainable.append(bool(trainable))
+        self._offset.append(self._offset[parent] + len(self._tokens[parent]))
+        self._tokens.append(array("i"))
+        self._logprobs.append(None)
+        self._children.append([])
+        self._reward.append(None)
+        self._children[parent].append(node)
+        self._store(node, ids, lps)
+        return node
+
+    def extend(self, node: int, token_ids: Any, logprobs: Any = None) -> None:
+        """Append tokens to `node`, which must have no children yet (streaming generation)."""
+        ids, lps = _as_ids(token_ids), _as_logprobs(logprobs)
+        self._checked(node, "extend")
+        if self._children[node]:
+            raise ValueError(
+                f"cannot extend node {node}: it already has children (only the last segment of a path grows)"
+            )
+        has = None if not len(self._tokens[node]) else self._logprobs[node] is not None
+        self._check_append(node, self._trainable[node], has, ids, lps)
+        self._store(node, ids, lps)
+
+    def set_reward(self, leaf: int, reward: float) -> None:
+        self._node(leaf)
+        if leaf == 0 or self._children[leaf]:
+            raise ValueError(f"node {leaf} is not a leaf (the root and nodes with children take no reward)")
+        reward = float(reward)
+        if not math.isfinite(reward):
+            raise ValueError(f"reward for leaf {leaf} is not finite ({reward})")
+        self._reward[leaf] = reward
+
+    # ---- reading --------------------------------------------------------------------------------------------
+    @property
+    def num_nodes(self) -> int:
+        return len(self._parent)
+
+    def reward(self, node: int) -> float | None:
+        return self._reward[self._node(node)]
+
+    def parent(self, node: int) -> int:
+        return self._parent[self._node(node)]
+
+    def children(self, node: int) -> list[int]:
+        return list(self._children[self._node(node)])
+
+    def is_trainable(self, node: int) -> bool:
+        return self._trainable[self._node(node)]
+
+    def offset(self, node: int) -> int:
+        """Position (depth) of the node's first token on its path."""
+        return self._offset[self._node(node)]
+
+    def tokens(self, node: int) -> np.ndarray:
+        return np.array(self._tokens[self._node(node)], dtype=np.int32)
+
+    def logprobs(self, node: int) -> np.ndarray | None:
+        lp = self._logprobs[self._node(node)]
+        return None if lp is None else np.array(lp, dtype=np.float32)
+
+    def leaves(self) -> list[int]:
+        """Non-root nodes without children, in creation order."""
+        return [i for i in range(1, self.num_nodes) if not self._children[i]]
+
+    def path(self, leaf: int) -> list[int]:
+        """Node ids from the root to `leaf`."""
+        self._node(leaf)
+        out = []
+        while leaf != -1:
+            out.append(leaf)
+            leaf = self._parent[leaf]
+        return out[::-1]
+
+    def num_tokens(self, unique: bool = True) -> int:
+        """Tokens stored once per node (unique) or counted once per root-to-leaf path (as in a flat batch)."""
+        if unique:
+            return sum(len(t) for t in self._tokens)
+        return sum(self._path_length(leaf) for leaf in self.leaves())
+
+    # ---- advantages -----------------------------------------------------------------------------------------
+    def advantages(self, mode: str = "soft", scale_std: bool = True, eps: float = 1e-6) -> np.ndarray:
+        """soft: float64 [num_leaves], Â per leaf in leaves() order; hard: float64 [num_nodes], per node the mean
+        Â of the leaves below it (the root's is the mean over all leaves)."""
+        if _check_mode(mode) == "soft":
+            return np.array(self._leaf_advantages(scale_std, eps), dtype=np.float64)
+        return np.array(self._node_advantages(scale_std, eps), dtype=np.float64)
+
+    def _leaf_advantages(self, scale_std: bool, eps: float) -> list[float]:
+        _check_eps(eps)
+        leaves = self.leaves()
+        if not leaves:
+            return []
+        total = 0.0
+        for leaf in leaves:
+            if self._reward[leaf] is None:
+                raise ValueError(f"leaf {leaf} has no reward: call set_reward() on every leaf first")
+            total += self._reward[leaf]
+        n = float(len(leaves))
+        mean = total / n
+        sq = 0.0
+        for leaf in leaves:
+            sq += (self._reward[leaf] - mean) * (self._reward[leaf] - mean)
+        std = math.sqrt(sq / (n - 1.0)) if len(leaves) > 1 else 0.0
+        centred = [self._reward[leaf] - mean for leaf in leaves]
+        return [c / (std + eps) for c in centred] if scale_std else centred
+
+    def _node_advantages(self, scale_std: bool, eps: float) -> list[float]:
+        leaf_adv = self._leaf_advantages(scale_std, eps)
+        total, count = [0.0] * self.num_nodes, [0.0] * self.num_nodes
+        for leaf, a in zip(self.leaves(), leaf_adv):
+            total[leaf], count[leaf] = a, 1.0
+        for i in range(self.num_nodes - 1, 0, -1):
+            total[self._parent[i]] += total[i]
+            count[self._parent[i]] += count[i]
+        return [s / c if c > 0.0 else 0.0 for s, c in zip(total, count)]
+
+    # ---- serialisation --------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        """Plain lists and numbers (JSON-serialisable); from_dict(to_dict()) rebuilds the same tree."""
+        nodes = []
+        for i in range(1, self.num_nodes):
+            lp = self._logprobs[i]
+            nodes.append({
+                "parent": self._parent[i],
+                "tokens": self._tokens[i].tolist(),
+                "trainable": self._trainable[i],
+                "logprobs": None if lp is None else lp.tolist(),
+                "reward": self._reward[i],
+            })
+        return {"prompt": self._tokens[0].tolist(), "nodes": nodes}
+
+    @staticmethod
+    def from_dict(data: dict) -> "TrajectoryTree":
+        _check_keys(data, {"prompt", "nodes"}, "tree dict")
+        tree = TrajectoryTree(_item(data, "prompt", "tree dict"))
+        nodes = _item(data, "nodes", "tree dict")
+        for i, node in enumerate(nodes):
+            where = f"tree dict node {i + 1}"
+            _check_keys(node, {"parent", "tokens", "trainable", "logprobs", "reward"}, where)
+            parent = int(_item(node, "parent", where))
+            if parent < 0 or parent > i:
+                raise ValueError(f"{where} has parent {parent}: a parent must come before its child")
+            tree.add(parent, _item(node, "tokens", where), bool(_item(node, "trainable", where)),
+                     _item(node, "logprobs", where))
+        for i, node in enumerate(nodes):
+            if node["reward"] is not None:
+                tree.set_reward(i + 1, node["reward"])
+        return tree
+
+    def __reduce__(self):
+        return (TrajectoryTree.from_dict, (self.to_dict(),))
+
+    def __repr__(self) -> str:
+        return f"TrajectoryTree(nodes={self.num_nodes}, leaves={len(self.leaves())}, tokens={self.num_tokens(True)})"
+
+    # ---- internals ------------------------------------------------------------------------------------------
+    def _node(self, node: int) -> int:
+        if not 0 <= node < self.num_nodes:
+            raise IndexError(f"node {node} does not exist (the tree has {self.num_nodes} nodes)")
+        return node
+
+    def _checked(self, node: int, what: str) -> None:
+        self._node(node)
+        if self._reward[node] is not None:
+            raise ValueError(f"cannot {what} node {node}: it has a reward, so it is a finished leaf")
+
+    @staticmethod
+    def _check_append(node: int, trainable: bool, has: bool | None, ids, lps) -> None:
+        if lps is not None and not trainable:
+            raise ValueError(f"logprobs given for a context (non-trainable) node {node}")
+        _check_segment(ids, lps)
+        if ids.size and has is not None and has != (lps is not None):
+            state = "without" if lps is not None else "with"
+            raise ValueError(
+                f"node {node} was started {state} logprobs: give logprobs for every segment of a node or for none"
+            )
+
+    def _store(self, node: int, ids: np.ndarray, lps: np.ndarray | None) -> None:
+        if not ids.size:
+            return
+        self._tokens[node].frombytes(ids.astype(np.int32).tobytes())
+        if lps is not None:
+            if self._logprobs[node] is None:
+                self._logprobs[node] = array("f")
+            self._logprobs[node].frombytes(lps.astype(np.float32).tobytes())
+
+    def _path_length(self, leaf: int) -> int:
+        return self._offset[leaf] + len(self._tokens[leaf])
+
+
+def _item(d: dict, key: str, where: str) -> Any:
+    if key not in d:
+        raise ValueError(f"{where} is missing key '{key}'")
+    return d[key]
+
+
+def _check_keys(d: dict, valid: set, where: str) -> None:
+    for key in d:
+        if key not in valid:
+            raise ValueError(f"{where} has unknown key '{key}'")

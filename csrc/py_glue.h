@@ -1,0 +1,104 @@
+// Python <-> core glue for the pybind11 module: input validation of Python objects, numpy output
+// allocation, the dict form of a tree, and the batch builders returning dicts of numpy arrays.
+#pragma once
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <string>
+#include <vector>
+
+#include "traj_tree.h"
+
+namespace arpo::glue {
+namespace py = pybind11;
+
+using IdArray = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+using LpArray = py::array_t<double, py::array::c_style | py::array::forcecast>;
+
+// Keeps converted numpy buffers alive while the core reads the Segment view.
+struct SegmentArgs {
+  IdArray ids;
+  LpArray lp;
+  bool has_lp = false;
+  Segment view() const {
+    return Segment{ids.data(), static_cast<size_t>(ids.size()), has_lp ? lp.data() : nullptr,
+                   has_lp ? static_cast<size_t>(lp.size()) : 0};
+  }
+};
+
+inline py::array as_1d(py::handle obj, const char* name) {
+  py::array arr = py::array::ensure(obj);
+  if (!arr) throw py::type_error(std::string(name) + " must be a 1-D sequence of numbers");
+  if (arr.ndim() != 1)
+    throw py::value_error(std::string(name) + " must be 1-D, got " + std::to_string(arr.ndim()) + " dimensions");
+  return arr;
+}
+
+inline SegmentArgs segment_args(py::handle ids, py::handle logprobs) {
+  SegmentArgs a;
+  py::array arr = as_1d(ids, "token ids");
+  const char kind = arr.dtype().kind();
+  if (arr.size() > 0 && kind != 'i' && kind != 'u')
+    throw py::type_error("token ids must be integers, got dtype " + std::string(py::str(arr.dtype())));
+  a.ids = IdArray::ensure(arr);
+  if (!logprobs.is_none()) {
+    py::array lp = as_1d(logprobs, "logprobs");
+    const char lk = lp.dtype().kind();
+    if (lp.size() > 0 && lk != 'f' && lk != 'i' && lk != 'u')
+      throw py::type_error("logprobs must be real numbers, got dtype " + std::string(py::str(lp.dtype())));
+    a.lp = LpArray::ensure(lp);
+    a.has_lp = true;
+  }
+  return a;
+}
+
+inline TrajectoryTree make_tree(py::handle prompt_ids) {
+  SegmentArgs a = segment_args(prompt_ids, py::none());
+  return TrajectoryTree(a.view());
+}
+
+inline int32_t add(TrajectoryTree& t, int64_t parent, py::handle ids, bool trainable, py::handle logprobs) {
+  SegmentArgs a = segment_args(ids, logprobs);
+  return t.add(parent, a.view(), trainable);
+}
+
+inline void extend(TrajectoryTree& t, int64_t node, py::handle ids, py::handle logprobs) {
+  SegmentArgs a = segment_args(ids, logprobs);
+  t.extend(node, a.view());
+}
+
+inline py::array_t<int32_t> tokens(const TrajectoryTree& t, int64_t id) {
+  const auto& v = t.node(id).tokens;
+  return py::array_t<int32_t>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+inline py::object logprobs(const TrajectoryTree& t, int64_t id) {
+  const Node& nd = t.node(id);
+  if (nd.has_logprobs != 1) return py::none();
+  return py::array_t<float>(static_cast<py::ssize_t>(nd.logprobs.size()), nd.logprobs.data());
+}
+
+inline py::object reward(const TrajectoryTree& t, int64_t id) {
+  const Node& nd = t.node(id);
+  return nd.has_reward ? py::object(py::float_(nd.reward)) : py::object(py::none());
+}
+
+inline py::array_t<double> to_numpy(const std::vector<double>& v) {
+  return py::array_t<double>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+inline py::array_t<double> advantages(const TrajectoryTree& t, const std::string& mode, bool scale_std, double eps) {
+  if (parse_adv_mode(mode) == AdvMode::Soft) return to_numpy(t.leaf_advantages(scale_std, eps));
+  return to_numpy(t.node_advantages(scale_std, eps));
+}
+
+py::dict to_dict(const TrajectoryTree& t);
+TrajectoryTree from_dict(const py::dict& d);
+TreeList tree_list(const py::sequence& trees);
+py::dict flatten_trees(const py::sequence& trees, const std::string& mode, int64_t pad_id, bool scale_std, double eps);
+py::dict pack_trees(const py::sequence& trees, const std::string& mode, const std::string& agg, bool scale_std,
+                    double eps);
+
+}  // namespace arpo::glue

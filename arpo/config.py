@@ -27,16 +27,33 @@ import math
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, ClassVar
 
 import yaml
 
 __all__ = [
-    "ConfigError", "ModelConfig", "DataConfig", "RolloutConfig", "ToolsConfig", "AlgoConfig", "TrainConfig",
-    "ARPOConfig", "EMBEDDED_TASKS", "DATA_SUFFIXES", "REWARD_FNS", "load_config", "config_from_dict",
-    "config_to_dict", "dump_yaml", "with_overrides", "parse_override", "add_config_args", "config_from_args",
+    "DATA_SUFFIXES",
+    "EMBEDDED_TASKS",
+    "REWARD_FNS",
+    "ARPOConfig",
+    "AlgoConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "RolloutConfig",
+    "ToolsConfig",
+    "TrainConfig",
+    "add_config_args",
+    "config_from_args",
+    "config_from_dict",
+    "config_to_dict",
     "describe_config",
+    "dump_yaml",
+    "load_config",
+    "parse_override",
+    "with_overrides",
 ]
 
 EMBEDDED_TASKS = ("arith", "kbqa")
@@ -53,6 +70,7 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------------------------------------
 # YAML dialect: safe loader/dumper that also resolve 1e-6 / 5E+3 (no dot) as floats.
 
+
 class _Loader(yaml.SafeLoader):
     pass
 
@@ -61,11 +79,14 @@ class _Dumper(yaml.SafeDumper):
     pass
 
 
-_FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+_FLOAT_RE = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X)
+    |\.(?:nan|NaN|NAN))$""",
+    re.VERBOSE,
+)
 
 for _cls in (_Loader, _Dumper):
     _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
@@ -79,11 +100,12 @@ _Dumper.add_representer(list, _flow_list)  # sections in block style, lists inli
 
 
 def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 -- _Loader is a SafeLoader
+    return yaml.load(text, Loader=_Loader)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Field helpers and strict type coercion.
+
 
 def _f(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
     """A dataclass field with help text (and allowed values for string enums / lists of them)."""
@@ -140,7 +162,7 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     raise _type_error(key, tp, value)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hints(cls: type) -> dict:
     return typing.get_type_hints(cls)
 
@@ -152,7 +174,7 @@ class _Section:
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
-            key = self.key(f.name)
+            key = self._key(f.name)
             value = _coerce(key, _hints(type(self))[f.name], getattr(self, f.name))
             _check_choices(key, value, f.metadata["choices"])
             object.__setattr__(self, f.name, value)
@@ -161,12 +183,12 @@ class _Section:
     def validate(self) -> None:
         """Range and cross-field checks of one section (overridden per section)."""
 
-    def key(self, name: str) -> str:
+    def _key(self, name: str) -> str:
         return f"{self.section}.{name}"
 
-    def require(self, ok: bool, name: str, allowed: str) -> None:
+    def _require(self, ok: bool, name: str, allowed: str) -> None:
         if not ok:
-            raise ConfigError(f"{self.key(name)}: must be {allowed}; got {getattr(self, name)!r}")
+            raise ConfigError(f"{self._key(name)}: must be {allowed}; got {getattr(self, name)!r}")
 
 
 def _check_choices(key: str, value: Any, choices: tuple) -> None:
@@ -181,20 +203,29 @@ def _check_choices(key: str, value: Any, choices: tuple) -> None:
 # ----------------------------------------------------------------------------------------------------------
 # The sections.
 
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(_Section):
     """The policy model and tokenizer (any transformers causal LM directory)."""
 
     section: ClassVar[str] = "model"
-    path: str = _f("assets/demo-agent", "model directory (save_pretrained format); default: the embedded demo agent")
-    tokenizer: Optional[str] = _f(None, "tokenizer directory; null = model.path")
-    dtype: str = _f("float32", "dtype the weights are loaded in (rollout engine, reference model)",
-                    ("float32", "bfloat16", "float16"))
-    ref_path: Optional[str] = _f(None, "frozen reference model for the KL term; null = a frozen copy of model.path "
-                                       "(loaded only when algo.kl_coef > 0)")
+    path: str = _f(
+        "assets/demo-agent", "model directory (save_pretrained format); default: the embedded demo agent"
+    )
+    tokenizer: str | None = _f(None, "tokenizer directory; null = model.path")
+    dtype: str = _f(
+        "float32",
+        "dtype the weights are loaded in (rollout engine, reference model)",
+        ("float32", "bfloat16", "float16"),
+    )
+    ref_path: str | None = _f(
+        None,
+        "frozen reference model for the KL term; null = a frozen copy of model.path "
+        "(loaded only when algo.kl_coef > 0)",
+    )
 
     def validate(self) -> None:
-        self.require(self.path != "", "path", "a non-empty path")
+        self._require(self.path != "", "path", "a non-empty path")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,29 +233,43 @@ class DataConfig(_Section):
     """Training/evaluation prompts: embedded tasks or dataset files, and the prompt format."""
 
     section: ClassVar[str] = "data"
-    train: list[str] = _f(["arith"], "training sets: embedded task names (arith, kbqa; their train split) and/or "
-                                     "files (ARPO .parquet or .jsonl); several are concatenated")
+    train: list[str] = _f(
+        ["arith"],
+        "training sets: embedded task names (arith, kbqa; their train split) and/or "
+        "files (ARPO .parquet or .jsonl); several are concatenated",
+    )
     test: list[str] = _f(["arith"], "evaluation sets, as data.train (embedded tasks use their test split)")
-    max_prompt_tokens: int = _f(1536, "longest prompt in tokens (chat template and system prompt included); "
-                                      "longer prompts are an error naming the row")
-    system_prompt: Optional[str] = _f(None, "system prompt; null = the built-in one describing tools.enabled")
-    reward: str = _f("auto", "reward function: auto (per task / data_source), exact_match, f1, math, format, "
-                             "or a custom one as 'package.module:function'")
+    max_prompt_tokens: int = _f(
+        1536,
+        "longest prompt in tokens (chat template and system prompt included); "
+        "longer prompts are an error naming the row",
+    )
+    system_prompt: str | None = _f(None, "system prompt; null = the built-in one describing tools.enabled")
+    reward: str = _f(
+        "auto",
+        "reward function: auto (per task / data_source), exact_match, f1, math, format, "
+        "or a custom one as 'package.module:function'",
+    )
 
     def validate(self) -> None:
-        self.require(len(self.train) > 0, "train", "a non-empty list of task names or files")
+        self._require(len(self.train) > 0, "train", "a non-empty list of task names or files")
         for name in ("train", "test"):
             for i, entry in enumerate(getattr(self, name)):
-                _check_dataset(f"{self.key(name)}[{i}]", entry)
-        self.require(self.max_prompt_tokens >= 1, "max_prompt_tokens", ">= 1")
-        self.require(self.reward in REWARD_FNS or bool(_IMPORT_PATH.match(self.reward)), "reward",
-                     f"one of {', '.join(REWARD_FNS)} or an import path 'package.module:function'")
+                _check_dataset(f"{self._key(name)}[{i}]", entry)
+        self._require(self.max_prompt_tokens >= 1, "max_prompt_tokens", ">= 1")
+        self._require(
+            self.reward in REWARD_FNS or bool(_IMPORT_PATH.match(self.reward)),
+            "reward",
+            f"one of {', '.join(REWARD_FNS)} or an import path 'package.module:function'",
+        )
 
 
 def _check_dataset(key: str, entry: str) -> None:
     if entry not in EMBEDDED_TASKS and not entry.endswith(DATA_SUFFIXES):
-        raise ConfigError(f"{key}: must be an embedded task ({', '.join(EMBEDDED_TASKS)}) or a file ending in "
-                          f"{' or '.join(DATA_SUFFIXES)}; got {entry!r}")
+        raise ConfigError(
+            f"{key}: must be an embedded task ({', '.join(EMBEDDED_TASKS)}) or a file ending in "
+            f"{' or '.join(DATA_SUFFIXES)}; got {entry!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,14 +278,23 @@ class RolloutConfig(_Section):
 
     section: ClassVar[str] = "rollout"
     mode: str = _f("arpo", "arpo: entropy-adaptive branching; grpo: M independent samples", ("arpo", "grpo"))
-    engine: str = _f("hf", "generation backend: hf (native, CPU/GPU, KV forking) or sglang (GPU server extra)",
-                     ("hf", "sglang"))
-    rule: str = _f("threshold", "branch rule: threshold (paper: branch when P_t > tau) or stochastic "
-                                "(official code: branch with probability clip(P_t, 0, 1))", ("threshold", "stochastic"))
+    engine: str = _f(
+        "hf",
+        "generation backend: hf (native, CPU/GPU, KV forking) or sglang (GPU server extra)",
+        ("hf", "sglang"),
+    )
+    rule: str = _f(
+        "threshold",
+        "branch rule: threshold (paper: branch when P_t > tau) or stochastic "
+        "(official code: branch with probability clip(P_t, 0, 1))",
+        ("threshold", "stochastic"),
+    )
     M: int = _f(16, "global budget: leaves (trajectories) per prompt")
     N: int = _f(8, "initial samples per prompt (arpo mode); the other M-N leaves come from branches")
     Z: int = _f(1, "children forked per branch decision")
-    k: int = _f(20, "entropy window: tokens after the start / a tool result whose mean entropy is H_init / H_t")
+    k: int = _f(
+        20, "entropy window: tokens after the start / a tool result whose mean entropy is H_init / H_t"
+    )
     alpha: float = _f(0.5, "base branch probability in P_t = alpha + beta * (H_t - H_init)")
     beta: float = _f(0.2, "entropy weight in P_t")
     tau: float = _f(0.5, "branch threshold on P_t (rule=threshold)")
@@ -250,30 +304,38 @@ class RolloutConfig(_Section):
     max_response_tokens: int = _f(4096, "longest response per trajectory in tokens, tool results included")
     max_tool_calls: int = _f(3, "tool calls per trajectory; further calls get an error result")
     token_budget: int = _f(65536, "tokens (cached + new) the native engine holds at once; batches are split")
-    share_prefix: bool = _f(True, "share prefix KV across samples/branches (false: re-prefill, for benchmarks)")
+    share_prefix: bool = _f(
+        True, "share prefix KV across samples/branches (false: re-prefill, for benchmarks)"
+    )
     sglang_top_logprobs: int = _f(20, "sglang engine: top log-probs per token (entropy is a top-k estimate)")
-    weight_sync: str = _f("tensor", "sglang engine: push new weights from memory (tensor) or via disk",
-                          ("tensor", "disk"))
+    weight_sync: str = _f(
+        "tensor", "sglang engine: push new weights from memory (tensor) or via disk", ("tensor", "disk")
+    )
 
     def validate(self) -> None:
-        self.require(self.M >= 1, "M", ">= 1")
-        self.require(1 <= self.N <= self.M, "N", f"in [1, rollout.M] (rollout.M = {self.M})")
-        self.require(self.Z >= 1, "Z", ">= 1")
-        self.require(1 <= self.k <= self.max_response_tokens, "k",
-                     f"in [1, rollout.max_response_tokens] (= {self.max_response_tokens})")
-        self.require(0.0 <= self.alpha <= 1.0, "alpha", "in [0, 1]")
-        self.require(0.0 <= self.beta and math.isfinite(self.beta), "beta", "finite and >= 0")
-        self.require(0.0 <= self.tau <= 1.0, "tau", "in [0, 1]")
+        self._require(self.M >= 1, "M", ">= 1")
+        self._require(1 <= self.N <= self.M, "N", f"in [1, rollout.M] (rollout.M = {self.M})")
+        self._require(self.Z >= 1, "Z", ">= 1")
+        self._require(
+            1 <= self.k <= self.max_response_tokens,
+            "k",
+            f"in [1, rollout.max_response_tokens] (= {self.max_response_tokens})",
+        )
+        self._require(0.0 <= self.alpha <= 1.0, "alpha", "in [0, 1]")
+        self._require(0.0 <= self.beta and math.isfinite(self.beta), "beta", "finite and >= 0")
+        self._require(0.0 <= self.tau <= 1.0, "tau", "in [0, 1]")
         self._validate_sampling()
 
     def _validate_sampling(self) -> None:
-        self.require(0.0 < self.temperature and math.isfinite(self.temperature), "temperature", "finite and > 0")
-        self.require(0.0 <= self.top_p <= 1.0, "top_p", "in [0, 1]")
-        self.require(self.top_k >= 0, "top_k", ">= 0 (0 = off)")
-        self.require(self.max_response_tokens >= 1, "max_response_tokens", ">= 1")
-        self.require(self.max_tool_calls >= 0, "max_tool_calls", ">= 0")
-        self.require(self.token_budget >= 1, "token_budget", ">= 1")
-        self.require(self.sglang_top_logprobs >= 1, "sglang_top_logprobs", ">= 1")
+        self._require(
+            0.0 < self.temperature and math.isfinite(self.temperature), "temperature", "finite and > 0"
+        )
+        self._require(0.0 <= self.top_p <= 1.0, "top_p", "in [0, 1]")
+        self._require(self.top_k >= 0, "top_k", ">= 0 (0 = off)")
+        self._require(self.max_response_tokens >= 1, "max_response_tokens", ">= 1")
+        self._require(self.max_tool_calls >= 0, "max_tool_calls", ">= 0")
+        self._require(self.token_budget >= 1, "token_budget", ">= 1")
+        self._require(self.sglang_top_logprobs >= 1, "sglang_top_logprobs", ">= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,33 +343,46 @@ class ToolsConfig(_Section):
     """The tools the agent may call: a sandboxed Python interpreter and a search engine."""
 
     section: ClassVar[str] = "tools"
-    enabled: list[str] = _f(["python", "search"], "tools described to and callable by the model",
-                            ("python", "search"))
+    enabled: list[str] = _f(
+        ["python", "search"], "tools described to and callable by the model", ("python", "search")
+    )
     python_timeout_s: float = _f(5.0, "wall-clock limit of one python call, seconds")
     python_memory_mb: int = _f(1024, "address-space limit of one python call, MiB")
-    max_output_bytes: int = _f(2048, "tool result text (stdout+stderr, passages) is truncated to this many bytes")
+    max_output_bytes: int = _f(
+        2048, "tool result text (stdout+stderr, passages) is truncated to this many bytes"
+    )
     pool_size: int = _f(4, "tool calls run concurrently")
-    search_index: Optional[str] = _f(None, "SQLite FTS5 index built by `arpo index`; null = the embedded kbqa "
-                                           "corpus (indexed on first use)")
-    search_url: Optional[str] = _f(None, "HTTP retriever (Search-R1 style POST /retrieve); overrides search_index")
+    search_index: str | None = _f(
+        None,
+        "SQLite FTS5 index built by `arpo index`; null = the embedded kbqa corpus (indexed on first use)",
+    )
+    search_url: str | None = _f(
+        None, "HTTP retriever (Search-R1 style POST /retrieve); overrides search_index"
+    )
     search_top_k: int = _f(3, "passages returned per search call")
     search_timeout_s: float = _f(10.0, "HTTP retriever timeout per request, seconds")
     search_retries: int = _f(2, "HTTP retriever retries after a failed request")
-    search_cache: Optional[str] = _f(None, "persistent SQLite query cache file; null = no persistent cache")
+    search_cache: str | None = _f(None, "persistent SQLite query cache file; null = no persistent cache")
 
     def validate(self) -> None:
-        self.require(len(set(self.enabled)) == len(self.enabled), "enabled", "a list without duplicates")
-        self.require(0.0 < self.python_timeout_s and math.isfinite(self.python_timeout_s), "python_timeout_s",
-                     "finite and > 0")
-        self.require(self.python_memory_mb >= 1, "python_memory_mb", ">= 1")
-        self.require(self.max_output_bytes >= 1, "max_output_bytes", ">= 1")
-        self.require(self.pool_size >= 1, "pool_size", ">= 1")
+        self._require(len(set(self.enabled)) == len(self.enabled), "enabled", "a list without duplicates")
+        self._require(
+            0.0 < self.python_timeout_s and math.isfinite(self.python_timeout_s),
+            "python_timeout_s",
+            "finite and > 0",
+        )
+        self._require(self.python_memory_mb >= 1, "python_memory_mb", ">= 1")
+        self._require(self.max_output_bytes >= 1, "max_output_bytes", ">= 1")
+        self._require(self.pool_size >= 1, "pool_size", ">= 1")
         url_ok = self.search_url is None or self.search_url.startswith(("http://", "https://"))
-        self.require(url_ok, "search_url", "null or an http:// or https:// URL")
-        self.require(self.search_top_k >= 1, "search_top_k", ">= 1")
-        self.require(0.0 < self.search_timeout_s and math.isfinite(self.search_timeout_s), "search_timeout_s",
-                     "finite and > 0")
-        self.require(self.search_retries >= 0, "search_retries", ">= 0")
+        self._require(url_ok, "search_url", "null or an http:// or https:// URL")
+        self._require(self.search_top_k >= 1, "search_top_k", ">= 1")
+        self._require(
+            0.0 < self.search_timeout_s and math.isfinite(self.search_timeout_s),
+            "search_timeout_s",
+            "finite and > 0",
+        )
+        self._require(self.search_retries >= 0, "search_retries", ">= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -315,28 +390,38 @@ class AlgoConfig(_Section):
     """Advantages and the clipped policy-gradient loss (arpo_kernels.policy_loss)."""
 
     section: ClassVar[str] = "algo"
-    advantage: str = _f("soft", "soft: every token of leaf i carries A_i; hard: a shared token carries the mean "
-                                "over the leaves below it", ("soft", "hard"))
+    advantage: str = _f(
+        "soft",
+        "soft: every token of leaf i carries A_i; hard: a shared token carries the mean "
+        "over the leaves below it",
+        ("soft", "hard"),
+    )
     scale_std: bool = _f(True, "divide group-centred rewards by their std (+ eps)")
     eps: float = _f(1e-6, "added to the group std")
     clip_low: float = _f(0.2, "ratio clip below 1 - clip_low")
     clip_high: float = _f(0.2, "ratio clip above 1 + clip_high (clip-higher: > clip_low)")
-    dual_clip: Optional[float] = _f(None, "dual clip c > 1 for negative advantages; null = off")
+    dual_clip: float | None = _f(None, "dual clip c > 1 for negative advantages; null = off")
     kl_coef: float = _f(0.0, "weight of the KL penalty to the reference model (0 = no reference model)")
     kl_type: str = _f("low_var_kl", "KL estimator", ("low_var_kl", "k1", "k2"))
     entropy_coef: float = _f(0.0, "weight of the entropy bonus")
-    agg: str = _f("token-mean", "loss aggregation", ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum"))
-    old_logprobs: str = _f("recompute", "old-policy log-probs: recompute with the trainer's model before the "
-                                        "first epoch, or reuse the sampler's", ("recompute", "sampler"))
+    agg: str = _f(
+        "token-mean", "loss aggregation", ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+    )
+    old_logprobs: str = _f(
+        "recompute",
+        "old-policy log-probs: recompute with the trainer's model before the "
+        "first epoch, or reuse the sampler's",
+        ("recompute", "sampler"),
+    )
 
     def validate(self) -> None:
-        self.require(0.0 < self.eps and math.isfinite(self.eps), "eps", "finite and > 0")
-        self.require(0.0 <= self.clip_low < 1.0, "clip_low", "in [0, 1)")
-        self.require(0.0 <= self.clip_high and math.isfinite(self.clip_high), "clip_high", "finite and >= 0")
+        self._require(0.0 < self.eps and math.isfinite(self.eps), "eps", "finite and > 0")
+        self._require(0.0 <= self.clip_low < 1.0, "clip_low", "in [0, 1)")
+        self._require(0.0 <= self.clip_high and math.isfinite(self.clip_high), "clip_high", "finite and >= 0")
         dual_ok = self.dual_clip is None or (1.0 < self.dual_clip and math.isfinite(self.dual_clip))
-        self.require(dual_ok, "dual_clip", "null or finite and > 1")
-        self.require(0.0 <= self.kl_coef and math.isfinite(self.kl_coef), "kl_coef", "finite and >= 0")
-        self.require(math.isfinite(self.entropy_coef), "entropy_coef", "finite")
+        self._require(dual_ok, "dual_clip", "null or finite and > 1")
+        self._require(0.0 <= self.kl_coef and math.isfinite(self.kl_coef), "kl_coef", "finite and >= 0")
+        self._require(math.isfinite(self.entropy_coef), "entropy_coef", "finite")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,15 +432,20 @@ class TrainConfig(_Section):
     total_steps: int = _f(200, "training steps (one rollout batch + its update each)")
     output_dir: str = _f("runs/arpo", "run directory: checkpoints, metrics.jsonl, config.yaml")
     seed: int = _f(0, "seed of data order, embedded tasks, sampling and initialisation")
-    update: str = _f("flat", "flat: one row per leaf; packed: each shared token forwarded once (same loss)",
-                     ("flat", "packed"))
+    update: str = _f(
+        "flat",
+        "flat: one row per leaf; packed: each shared token forwarded once (same loss)",
+        ("flat", "packed"),
+    )
     lr: float = _f(1e-6, "AdamW learning rate")
     weight_decay: float = _f(0.01, "AdamW weight decay")
     warmup_steps: int = _f(0, "linear warm-up steps")
     schedule: str = _f("constant", "learning-rate schedule after warm-up", ("cosine", "constant"))
     batch_size: int = _f(16, "prompts per step (each yields rollout.M trajectories)")
     mini_batch_size: int = _f(16, "prompts per optimiser step; divides train.batch_size")
-    micro_batch_tokens: int = _f(16384, "tokens per forward/backward; a mini-batch is split (grad accumulation)")
+    micro_batch_tokens: int = _f(
+        16384, "tokens per forward/backward; a mini-batch is split (grad accumulation)"
+    )
     ppo_epochs: int = _f(1, "passes over each rollout batch")
     max_grad_norm: float = _f(1.0, "gradient-norm clip")
     grad_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
@@ -364,29 +454,39 @@ class TrainConfig(_Section):
     eval_every: int = _f(10, "evaluate on data.test every K steps (0 = never)")
     deepspeed: bool = _f(False, "use a DeepSpeed ZeRO engine (under torchrun / the deepspeed launcher)")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage (train.deepspeed = true)")
-    kernel_backend: str = _f("auto", "arpo_kernels backend: auto (triton on CUDA, numba on CPU), triton, numba, "
-                                     "torch", ("auto", "triton", "numba", "torch"))
+    kernel_backend: str = _f(
+        "auto",
+        "arpo_kernels backend: auto (triton on CUDA, numba on CPU), triton, numba, torch",
+        ("auto", "triton", "numba", "torch"),
+    )
     loggers: list[str] = _f([], "extra metric sinks besides metrics.jsonl", ("tensorboard", "wandb"))
 
     def validate(self) -> None:
-        self.require(self.total_steps >= 1, "total_steps", ">= 1")
-        self.require(self.output_dir != "", "output_dir", "a non-empty path")
-        self.require(self.seed >= 0, "seed", ">= 0")
-        self.require(0.0 < self.lr and math.isfinite(self.lr), "lr", "finite and > 0")
-        self.require(0.0 <= self.weight_decay and math.isfinite(self.weight_decay), "weight_decay", "finite and >= 0")
-        self.require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
+        self._require(self.total_steps >= 1, "total_steps", ">= 1")
+        self._require(self.output_dir != "", "output_dir", "a non-empty path")
+        self._require(self.seed >= 0, "seed", ">= 0")
+        self._require(0.0 < self.lr and math.isfinite(self.lr), "lr", "finite and > 0")
+        self._require(
+            0.0 <= self.weight_decay and math.isfinite(self.weight_decay), "weight_decay", "finite and >= 0"
+        )
+        self._require(self.warmup_steps >= 0, "warmup_steps", ">= 0")
         self._validate_batches()
-        self.require(self.save_every >= 0, "save_every", ">= 0 (0 = only at the end)")
-        self.require(self.eval_every >= 0, "eval_every", ">= 0 (0 = never)")
-        self.require(0 <= self.zero_stage <= 3, "zero_stage", "0, 1, 2 or 3")
+        self._require(self.save_every >= 0, "save_every", ">= 0 (0 = only at the end)")
+        self._require(self.eval_every >= 0, "eval_every", ">= 0 (0 = never)")
+        self._require(0 <= self.zero_stage <= 3, "zero_stage", "0, 1, 2 or 3")
 
     def _validate_batches(self) -> None:
-        self.require(self.batch_size >= 1, "batch_size", ">= 1")
-        self.require(1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0,
-                     "mini_batch_size", f"a divisor of train.batch_size (= {self.batch_size})")
-        self.require(self.micro_batch_tokens >= 1, "micro_batch_tokens", ">= 1")
-        self.require(self.ppo_epochs >= 1, "ppo_epochs", ">= 1")
-        self.require(0.0 < self.max_grad_norm and math.isfinite(self.max_grad_norm), "max_grad_norm", "finite and > 0")
+        self._require(self.batch_size >= 1, "batch_size", ">= 1")
+        self._require(
+            1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0,
+            "mini_batch_size",
+            f"a divisor of train.batch_size (= {self.batch_size})",
+        )
+        self._require(self.micro_batch_tokens >= 1, "micro_batch_tokens", ">= 1")
+        self._require(self.ppo_epochs >= 1, "ppo_epochs", ">= 1")
+        self._require(
+            0.0 < self.max_grad_norm and math.isfinite(self.max_grad_norm), "max_grad_norm", "finite and > 0"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,9 +495,12 @@ class ARPOConfig:
 
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig, metadata={"help": "policy model"})
     data: DataConfig = dataclasses.field(default_factory=DataConfig, metadata={"help": "prompts and rewards"})
-    rollout: RolloutConfig = dataclasses.field(default_factory=RolloutConfig,
-                                               metadata={"help": "sampling and ARPO branching"})
-    tools: ToolsConfig = dataclasses.field(default_factory=ToolsConfig, metadata={"help": "python and search"})
+    rollout: RolloutConfig = dataclasses.field(
+        default_factory=RolloutConfig, metadata={"help": "sampling and ARPO branching"}
+    )
+    tools: ToolsConfig = dataclasses.field(
+        default_factory=ToolsConfig, metadata={"help": "python and search"}
+    )
     algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig, metadata={"help": "advantages and loss"})
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig, metadata={"help": "training loop"})
 
@@ -408,16 +511,22 @@ class ARPOConfig:
                 raise _type_error(f.name, cls, getattr(self, f.name))
         self._validate_lengths()
         if self.train.eval_every > 0 and not self.data.test:
-            raise ConfigError("train.eval_every: must be 0 when data.test is empty (nothing to evaluate); "
-                              f"got {self.train.eval_every}")
+            raise ConfigError(
+                "train.eval_every: must be 0 when data.test is empty (nothing to evaluate); "
+                f"got {self.train.eval_every}"
+            )
 
     def _validate_lengths(self) -> None:
         longest = self.data.max_prompt_tokens + self.rollout.max_response_tokens
-        for key, value in (("rollout.token_budget", self.rollout.token_budget),
-                           ("train.micro_batch_tokens", self.train.micro_batch_tokens)):
+        for key, value in (
+            ("rollout.token_budget", self.rollout.token_budget),
+            ("train.micro_batch_tokens", self.train.micro_batch_tokens),
+        ):
             if value < longest:
-                raise ConfigError(f"{key}: must be >= data.max_prompt_tokens + rollout.max_response_tokens "
-                                  f"(= {longest}) so that one trajectory fits; got {value}")
+                raise ConfigError(
+                    f"{key}: must be >= data.max_prompt_tokens + rollout.max_response_tokens "
+                    f"(= {longest}) so that one trajectory fits; got {value}"
+                )
 
 
 def _sections() -> dict:
@@ -427,6 +536,7 @@ def _sections() -> dict:
 
 # ----------------------------------------------------------------------------------------------------------
 # Dicts, YAML files and overrides.
+
 
 def _unknown(what: str, name: str, valid: Sequence[str], valid_in: str, where: str) -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=1)
@@ -455,13 +565,17 @@ def _field_type(section: str, name: Any, where: str) -> Any:
 def _merge(tree: dict, data: Any, where: str) -> dict:
     """Check ``data`` ({section: {key: value}}) key by key and type by type, and merge it into ``tree``."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}expected a mapping of sections ({', '.join(_sections())}); got {_show(data)}")
+        raise ConfigError(
+            f"{where}expected a mapping of sections ({', '.join(_sections())}); got {_show(data)}"
+        )
     for section, values in data.items():
         _section_class(section, where)
         if values is None:  # a section whose keys are all commented out
             continue
         if not isinstance(values, dict):
-            raise ConfigError(f"{where}section {section!r} must be a mapping of keys to values; got {_show(values)}")
+            raise ConfigError(
+                f"{where}section {section!r} must be a mapping of keys to values; got {_show(values)}"
+            )
         for name, value in values.items():
             tp = _field_type(section, name, where)
             try:
@@ -473,7 +587,9 @@ def _merge(tree: dict, data: Any, where: str) -> dict:
 
 def _build(tree: dict) -> ARPOConfig:
     sections = _sections()
-    return ARPOConfig(**{name: cls(**tree[name]) if name in tree else cls() for name, cls in sections.items()})
+    return ARPOConfig(
+        **{name: cls(**tree[name]) if name in tree else cls() for name, cls in sections.items()}
+    )
 
 
 def config_from_dict(d: dict) -> ARPOConfig:
@@ -488,8 +604,14 @@ def config_to_dict(cfg: ARPOConfig) -> dict:
 
 def dump_yaml(cfg: ARPOConfig) -> str:
     """The full config as YAML text; ``load_config`` of it gives an equal config."""
-    return yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=1 << 16)
+    return yaml.dump(
+        config_to_dict(cfg),
+        Dumper=_Dumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=1 << 16,
+    )
 
 
 def parse_override(text: str) -> tuple[str, str, Any]:
@@ -506,7 +628,9 @@ def parse_override(text: str) -> tuple[str, str, Any]:
 
 def _apply_overrides(tree: dict, overrides: Sequence[str]) -> dict:
     if isinstance(overrides, str):
-        raise ConfigError(f"overrides must be a list of {_OVERRIDE_FORM} strings, not one string: {overrides!r}")
+        raise ConfigError(
+            f"overrides must be a list of {_OVERRIDE_FORM} strings, not one string: {overrides!r}"
+        )
     for text in overrides or ():
         if not isinstance(text, str):
             raise ConfigError(f"override {text!r}: expected a string {_OVERRIDE_FORM}")
@@ -527,7 +651,7 @@ def _read_yaml(path: str) -> Any:
     return {} if data is None else data
 
 
-def load_config(path: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> ARPOConfig:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ARPOConfig:
     """Defaults, then the YAML file at ``path`` (if any), then ``section.field=value`` overrides in order."""
     tree = _merge({}, _read_yaml(str(path)), f"{path}: ") if path is not None else {}
     return _build(_apply_overrides(tree, overrides))
@@ -541,13 +665,24 @@ def with_overrides(cfg: ARPOConfig, overrides: Sequence[str]) -> ARPOConfig:
 # ----------------------------------------------------------------------------------------------------------
 # Command line.
 
+
 def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add ``--config PATH`` and repeatable ``--set SECTION.FIELD=VALUE`` (stored as ``args.overrides``)."""
-    parser.add_argument("--config", metavar="PATH", default=None,
-                        help="YAML run config (sections: " + ", ".join(_sections()) + "); omitted keys keep defaults")
-    parser.add_argument("--set", dest="overrides", metavar="SECTION.FIELD=VALUE", action="append", default=[],
-                        help="override one field after the file, value parsed as YAML "
-                             "(e.g. --set rollout.M=8 --set algo.dual_clip=3); repeatable")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="YAML run config (sections: " + ", ".join(_sections()) + "); omitted keys keep defaults",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="SECTION.FIELD=VALUE",
+        action="append",
+        default=[],
+        help="override one field after the file, value parsed as YAML "
+        "(e.g. --set rollout.M=8 --set algo.dual_clip=3); repeatable",
+    )
     return parser
 
 
@@ -564,7 +699,9 @@ def describe_config() -> str:
         for f in dataclasses.fields(cls):
             value = getattr(getattr(default, section), f.name)
             choices = f" [{' | '.join(f.metadata['choices'])}]" if f.metadata["choices"] else ""
-            lines.append(f"{section}.{f.name}  {_type_name(_hints(cls)[f.name])} = "
-                         f"{yaml.dump(value, Dumper=_Dumper, default_flow_style=True).splitlines()[0]}"
-                         f"  {f.metadata['help']}{choices}")
+            lines.append(
+                f"{section}.{f.name}  {_type_name(_hints(cls)[f.name])} = "
+                f"{yaml.dump(value, Dumper=_Dumper, default_flow_style=True).splitlines()[0]}"
+                f"  {f.metadata['help']}{choices}"
+            )
     return "\n".join(lines)

@@ -57,6 +57,7 @@ TrajectoryTree from_dict(const py::dict& d) {
   check_keys(d, {"prompt", "nodes"}, "tree dict");
   TrajectoryTree t = make_tree(item(d, "prompt", "tree dict"));
   const py::list nodes = item(d, "nodes", "tree dict").cast<py::list>();
+  std::vector<py::object> rewards;
   for (size_t i = 0; i < nodes.size(); ++i) {
     const std::string where = "tree dict node " + std::to_string(i + 1);
     const py::dict n = nodes[i].cast<py::dict>();
@@ -65,10 +66,10 @@ TrajectoryTree from_dict(const py::dict& d) {
     if (parent < 0 || parent > static_cast<int64_t>(i))
       throw py::value_error(where + " has parent " + std::to_string(parent) + ": a parent must come before its child");
     add(t, parent, item(n, "tokens", where), item(n, "trainable", where).cast<bool>(), item(n, "logprobs", where));
+    rewards.push_back(item(n, "reward", where));
   }
-  for (size_t i = 0; i < nodes.size(); ++i) {
-    const py::object r = nodes[i].cast<py::dict>()["reward"];
-    if (!r.is_none()) t.set_reward(static_cast<int64_t>(i + 1), r.cast<double>());
+  for (size_t i = 0; i < rewards.size(); ++i) {
+    if (!rewards[i].is_none()) t.set_reward(static_cast<int64_t>(i + 1), rewards[i].cast<double>());
   }
   return t;
 }

@@ -248,8 +248,8 @@ class TrajectoryTree:
     def from_dict(data: dict) -> "TrajectoryTree":
         _check_keys(data, {"prompt", "nodes"}, "tree dict")
         tree = TrajectoryTree(_item(data, "prompt", "tree dict"))
-        nodes = _item(data, "nodes", "tree dict")
-        for i, node in enumerate(nodes):
+        rewards = []
+        for i, node in enumerate(_item(data, "nodes", "tree dict")):
             where = f"tree dict node {i + 1}"
             _check_keys(node, {"parent", "tokens", "trainable", "logprobs", "reward"}, where)
             parent = int(_item(node, "parent", where))
@@ -257,9 +257,10 @@ class TrajectoryTree:
                 raise ValueError(f"{where} has parent {parent}: a parent must come before its child")
             tree.add(parent, _item(node, "tokens", where), bool(_item(node, "trainable", where)),
                      _item(node, "logprobs", where))
-        for i, node in enumerate(nodes):
-            if node["reward"] is not None:
-                tree.set_reward(i + 1, node["reward"])
+            rewards.append(_item(node, "reward", where))
+        for i, reward in enumerate(rewards):
+            if reward is not None:
+                tree.set_reward(i + 1, reward)
         return tree
 
     def __reduce__(self):

@@ -1,0 +1,79 @@
+"""The C++ core and the pure-Python fallback agree exactly: same trees, same arrays bit for bit, same errors."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from arpo import _tree as cpp  # the extension is part of the build: missing is a failure, not a skip
+from arpo.tree import AGG_MODES, py_batch, py_tree
+
+from .treegen import build, forest_specs
+
+
+def assert_same_arrays(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k, strict=True)
+
+
+@settings(max_examples=150, deadline=None)
+@given(forest_specs(), st.sampled_from(["soft", "hard"]), st.sampled_from(AGG_MODES), st.booleans())
+def test_identical_arrays(specs, mode, agg, scale_std):
+    ct = [build(cpp.TrajectoryTree, s) for s in specs]
+    pt = [build(py_tree.TrajectoryTree, s) for s in specs]
+    for c, p in zip(ct, pt):
+        assert c.to_dict() == p.to_dict()
+        assert c.leaves() == p.leaves() and c.num_tokens(False) == p.num_tokens(False)
+        np.testing.assert_array_equal(c.advantages(mode, scale_std), p.advantages(mode, scale_std), strict=True)
+    assert_same_arrays(cpp.flatten_trees(ct, mode, 7, scale_std, 1e-6), py_batch.flatten_trees(pt, mode, 7, scale_std, 1e-6))
+    assert_same_arrays(cpp.pack_trees(ct, mode, agg, scale_std, 1e-6), py_batch.pack_trees(pt, mode, agg, scale_std, 1e-6))
+
+
+@settings(max_examples=50, deadline=None)
+@given(forest_specs(max_trees=1))
+def test_dicts_cross_between_implementations(specs):
+    data = build(cpp.TrajectoryTree, specs[0]).to_dict()
+    assert py_tree.TrajectoryTree.from_dict(data).to_dict() == data
+    assert cpp.TrajectoryTree.from_dict(py_tree.TrajectoryTree.from_dict(data).to_dict()).to_dict() == data
+
+
+BAD_CALLS = [
+    lambda t: t.add(7, [1], True),
+    lambda t: t.extend(1, [1]),
+    lambda t: t.extend(2, [1]),
+    lambda t: t.extend(3, [1], [-1.0]),
+    lambda t: t.set_reward(1, 0.0),
+    lambda t: t.set_reward(2, float("nan")),
+    lambda t: t.add(2, [3, 2**40], True),
+    lambda t: t.add(2, np.array([1.0]), True),
+    lambda t: t.add(2, [[1]], True),
+    lambda t: t.add(2, [1, 2], True, [0.0]),
+    lambda t: t.add(2, [1], False, [0.0]),
+    lambda t: t.add(2, [1], True, [float("-inf")]),
+    lambda t: t.advantages("soft"),
+    lambda t: t.advantages("both"),
+]
+
+
+@pytest.mark.parametrize("call", BAD_CALLS)
+def test_identical_errors(call):
+    errors = []
+    for cls in (cpp.TrajectoryTree, py_tree.TrajectoryTree):
+        t = cls([1, 2])
+        a = t.add(0, [3], True)
+        t.add(a, [4], True, [-0.5])
+        t.add(0, [5], False)
+        with pytest.raises(Exception) as info:
+            call(t)
+        errors.append((info.type, str(info.value)))
+    assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("builder", ["flatten_trees", "pack_trees"])
+def test_mixed_implementations_are_refused(builder):
+    c, p = cpp.TrajectoryTree([1]), py_tree.TrajectoryTree([1])
+    with pytest.raises(TypeError, match="do not mix the C\\+\\+ and Python implementations"):
+        getattr(cpp, builder)([c, p])
+    with pytest.raises(TypeError, match="do not mix the C\\+\\+ and Python implementations"):
+        getattr(py_batch, builder)([p, c])

@@ -1,0 +1,46 @@
+"""Random tree specs for the property tests, buildable into either implementation.
+
+A spec is a plain dict in the to_dict() format (prompt, nodes with parent/tokens/trainable/logprobs/reward), so
+the same random tree can be built by the C++ and the Python class and compared.
+"""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+TOKEN = st.integers(min_value=0, max_value=50)
+# Few distinct rewards so that ties (zero advantages) and equal groups occur often.
+REWARD = st.sampled_from([0.0, 0.0, 1.0, 0.5, -1.0, 2.25])
+
+
+@st.composite
+def tree_specs(draw, max_nodes: int = 12, max_len: int = 5) -> dict:
+    prompt = draw(st.lists(TOKEN, min_size=1, max_size=4))
+    nodes: list[dict] = []
+    for i in range(draw(st.integers(0, max_nodes))):
+        parent = draw(st.integers(0, i))
+        tokens = draw(st.lists(TOKEN, min_size=0, max_size=max_len))
+        trainable = draw(st.booleans())
+        with_lp = trainable and draw(st.integers(0, 3)) > 0
+        logprobs = [draw(st.floats(-8.0, 0.0, width=32)) for _ in tokens] if with_lp else None
+        nodes.append({"parent": parent, "tokens": tokens, "trainable": trainable, "logprobs": logprobs,
+                      "reward": None})
+    has_child = {n["parent"] for n in nodes}
+    for i, n in enumerate(nodes):
+        if i + 1 not in has_child:
+            n["reward"] = draw(REWARD)
+    return {"prompt": prompt, "nodes": nodes}
+
+
+def forest_specs(max_trees: int = 4, **kw):
+    return st.lists(tree_specs(**kw), min_size=1, max_size=max_trees)
+
+
+def build(cls, spec: dict):
+    """Build `spec` with the public add/set_reward calls of `cls` (not from_dict, which is tested separately)."""
+    tree = cls(spec["prompt"])
+    for n in spec["nodes"]:
+        tree.add(n["parent"], n["tokens"], n["trainable"], n["logprobs"])
+    for i, n in enumerate(spec["nodes"]):
+        if n["reward"] is not None:
+            tree.set_reward(i + 1, n["reward"])
+    return tree

@@ -36,19 +36,31 @@ inline py::array as_1d(py::handle obj, const char* name) {
   return arr;
 }
 
+// A 1-D C-contiguous array of exactly the wanted dtype (what the samplers pass) is used as it is.
+template <typename A>
+bool borrow_exact(py::handle obj, A* out) {
+  if (!py::isinstance<A>(obj)) return false;
+  A arr = py::reinterpret_borrow<A>(obj);
+  if (arr.ndim() != 1) return false;
+  *out = std::move(arr);
+  return true;
+}
+
+// Any other input is converted like np.asarray after checking its kind ("iu" or "fiu").
+template <typename A>
+A convert(py::handle obj, const char* name, const char* kinds, const char* what) {
+  py::array arr = as_1d(obj, name);
+  const char kind = arr.dtype().kind();
+  if (arr.size() > 0 && std::string(kinds).find(kind) == std::string::npos)
+    throw py::type_error(std::string(name) + " must be " + what + ", got dtype " + std::string(py::str(arr.dtype())));
+  return A::ensure(arr);
+}
+
 inline SegmentArgs segment_args(py::handle ids, py::handle logprobs) {
   SegmentArgs a;
-  py::array arr = as_1d(ids, "token ids");
-  const char kind = arr.dtype().kind();
-  if (arr.size() > 0 && kind != 'i' && kind != 'u')
-    throw py::type_error("token ids must be integers, got dtype " + std::string(py::str(arr.dtype())));
-  a.ids = IdArray::ensure(arr);
+  if (!borrow_exact(ids, &a.ids)) a.ids = convert<IdArray>(ids, "token ids", "iu", "integers");
   if (!logprobs.is_none()) {
-    py::array lp = as_1d(logprobs, "logprobs");
-    const char lk = lp.dtype().kind();
-    if (lp.size() > 0 && lk != 'f' && lk != 'i' && lk != 'u')
-      throw py::type_error("logprobs must be real numbers, got dtype " + std::string(py::str(lp.dtype())));
-    a.lp = LpArray::ensure(lp);
+    if (!borrow_exact(logprobs, &a.lp)) a.lp = convert<LpArray>(logprobs, "logprobs", "fiu", "real numbers");
     a.has_lp = true;
   }
   return a;

@@ -17,7 +17,9 @@ test: $(STAMP)
 	ARPO_PURE_PYTHON=1 $(PYTEST) tests/tree -q
 
 bench: $(STAMP)
-	$(PYTEST) bench --benchmark-only --benchmark-json=runs/bench/tree.json -q
+	mkdir -p runs/bench
+	$(PYTEST) bench/bench_*.py --benchmark-only --benchmark-json=runs/bench/bench.json -q
+	$(PY) bench/ratios.py runs/bench/bench.json
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -1,0 +1,56 @@
+"""The `arpo` command: `arpo demo` and `arpo config` (the trainer, eval and plots arrive with later issues)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, add_config_args, config_from_args, describe_config, dump_yaml
+
+_DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if args.config is None and _DEMO_CONFIG.exists():
+        args.config = str(_DEMO_CONFIG)
+    run_demo(config_from_args(args), prompts=args.prompts, seed=args.seed)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    print(describe_config() if args.describe else dump_yaml(config_from_args(args)), end="\n")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="arpo",
+        description="ARPO engine: agentic RL with entropy-branched tool-use rollouts, tree-packed updates and "
+                    "fused kernels.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo = sub.add_parser("demo", help="run the embedded end-to-end demo (configs/demo.yaml by default)")
+    add_config_args(demo)
+    demo.add_argument("--prompts", type=int, default=32, help="number of prompts (trees) to roll out")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic rollouts")
+    demo.set_defaults(func=_cmd_demo)
+    config = sub.add_parser("config", help="print the resolved config as YAML (after --config and --set)")
+    add_config_args(config)
+    config.add_argument("--describe", action="store_true", help="list every key with its type, default and help")
+    config.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"arpo {args.command}: config error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

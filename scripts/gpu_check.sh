@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# GPU-machine check, one prepared run: build the C++ extension with the machine's own Python, run the test
+# suite (CUDA-only tests run there; today that is the tree/config/CLI suite), then the benchmarks.
+# Usage: scripts/gpu_check.sh OUT_DIR      (the device tool passes $OUT). Everything is logged to OUT_DIR.
+set -uo pipefail
+out=${1:?usage: scripts/gpu_check.sh OUT_DIR}
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"
+  $py -c "import sys, torch, numpy; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'numpy', numpy.__version__, 'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
+} 2>&1 | tee "$out/env.txt"
+
+status=0
+step() { echo "== $*" | tee -a "$out/summary.txt"; "$@" 2>&1 | tee -a "$out/log.txt"; rc=${PIPESTATUS[0]}; echo "== rc=$rc" | tee -a "$out/summary.txt"; [ "$rc" -eq 0 ] || status=1; }
+
+step $py -m pip install -q --no-deps --no-build-isolation -e .
+step $py -m pytest tests -q -p no:cacheprovider
+step env ARPO_PURE_PYTHON=1 $py -m pytest tests/tree -q -p no:cacheprovider
+step $py -m pytest bench/bench_*.py --benchmark-only -q -p no:cacheprovider --benchmark-json="$out/bench.json"
+step $py bench/ratios.py "$out/bench.json"
+exit $status

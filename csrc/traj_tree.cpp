@@ -4,7 +4,7 @@
 
 #include <cmath>
 #include <limits>
-#include <sstream>
+#include <cstdio>
 #include <stdexcept>
 
 namespace arpo {
@@ -12,18 +12,24 @@ namespace {
 
 constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
 
+// Messages are built with std::string and std::to_string only (no iostreams), so that the error path has no
+// locale machinery in it.
+std::string str(const std::string& s) { return s; }
+std::string str(const char* s) { return s; }
+template <typename T>
+std::string str(T v) {
+  return std::to_string(v);
+}
+
 template <typename... Args>
 std::string cat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
+  return (std::string() + ... + str(args));
 }
 
 std::string fmt(double v) {
-  std::ostringstream os;
-  os.precision(17);
-  os << v;
-  return os.str();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
 }
 
 void check_segment(Segment seg) {

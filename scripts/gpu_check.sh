@@ -17,6 +17,7 @@ status=0
 step() { echo "== $*" | tee -a "$out/summary.txt"; "$@" 2>&1 | tee -a "$out/log.txt"; rc=${PIPESTATUS[0]}; echo "== rc=$rc" | tee -a "$out/summary.txt"; [ "$rc" -eq 0 ] || status=1; }
 
 step $py -m pip install -q --no-deps --no-build-isolation -e .
+step ldd arpo/_tree*.so
 step $py -m pytest tests -q -p no:cacheprovider
 step env ARPO_PURE_PYTHON=1 $py -m pytest tests/tree -q -p no:cacheprovider
 step $py -m pytest bench/bench_*.py --benchmark-only -q -p no:cacheprovider --benchmark-json="$out/bench.json"

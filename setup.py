@@ -3,8 +3,6 @@
 Metadata and dependencies live in pyproject.toml; this file only says what to compile and where the packages are.
 `kernels/` is installed under the import name `arpo_kernels` (the name `kernels` is taken on PyPI).
 """
-import sys
-
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
 
@@ -19,9 +17,6 @@ ext = Pybind11Extension(
     cxx_std=17,
     # Identical float results to the pure-Python fallback: no fused multiply-add contraction.
     extra_compile_args=["-O3", "-ffp-contract=off"],
-    # Some Pythons (Ubuntu's 3.12 on the GPU machines) link extensions with `gcc`, which leaves libstdc++ out of
-    # the .so's dependencies; the module then crashed on first use of an iostream. Name it explicitly.
-    extra_link_args=["-lstdc++"] if sys.platform.startswith("linux") else [],
 )
 
 setup(

@@ -12,8 +12,9 @@ namespace {
 
 constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
 
-// Messages are built with std::string and std::to_string only (no iostreams), so that the error path has no
-// locale machinery in it.
+// Messages are built with std::string and std::to_string only, no iostreams: on the GPU machine (Ubuntu
+// Python 3.12, gcc 13.3) the built module has no libstdc++ in its dependencies (ldd), and the first
+// std::ostringstream in an error path crashed the process; plain strings work there.
 std::string str(const std::string& s) { return s; }
 std::string str(const char* s) { return s; }
 template <typename T>

@@ -3,9 +3,10 @@
 #include "traj_tree.h"
 
 #include <cmath>
-#include <limits>
 #include <cstdio>
+#include <limits>
 #include <stdexcept>
+#include <string>
 
 namespace arpo {
 namespace {

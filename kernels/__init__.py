@@ -1,4 +1,13 @@
-"""arpo_kernels: fused kernels for RL training (log-prob + entropy, clipped policy loss) in Triton, numba and a
-torch reference. Importable on its own: it never imports `arpo`. The kernels arrive with their own issue;
-today the package is empty.
+"""arpo_kernels: fused kernels for RL training, importable on their own (they never import `arpo`).
+
+- logprob_entropy(logits, targets, ...): per-token log p(target) and full-vocabulary entropy, fused forward and
+  backward (Triton on CUDA, numba on CPU, a torch reference as fallback).
+- linear_logprob_entropy(hidden, weight, targets, ...): the same from hidden states and the LM-head weight,
+  never materialising more than a [chunk, V] tile of logits.
+- lm_head_inputs(model, ...): final hidden states and LM-head weight of a transformers causal LM.
 """
+from .logprob_entropy import LogprobEntropyFunction, logprob_entropy
+from .reference import linear_logprob_entropy_reference, logprob_entropy_reference
+
+__all__ = ["LogprobEntropyFunction", "linear_logprob_entropy_reference", "logprob_entropy",
+           "logprob_entropy_reference"]

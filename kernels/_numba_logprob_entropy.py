@@ -1,0 +1,173 @@
+"""numba CPU kernels of logprob_entropy: parallel over rows, one online pass over the vocabulary per row.
+
+Per row (z = x / T) the forward keeps a running max m, s = Σ exp(z - m) and u = Σ exp(z - m)(z - m), so that
+lse = m + log s, H = log s - u / s and Σ p z = m + u / s; the backward re-reads the row once:
+dz_j = g_lp (1[j = y] - p_j) - g_H p_j (z_j - Σ p z), dx = dz / T.
+
+fp32 rows use a branch-free exp (Cody-Waite range reduction, degree-7 Taylor polynomial, exponent bits built
+in an int32 buffer) that LLVM vectorises; it is accurate to ~2 ulp. fp64 rows use math.exp (gradcheck).
+fp16/bf16 logits are widened to fp32 a bounded block of rows at a time by the launcher (never [N, V] fp32).
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+BLOCK = 1024  # columns per inner block (scratch buffers are per row, in cache)
+HALF_CHUNK_ELEMS = 1 << 24  # fp16/bf16: rows widened to fp32 at a time, ~64 MB of scratch
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+_REDUCE = {"reassoc", "nsz"}  # lets LLVM vectorise the block sums (reassociation only; inf/nan semantics kept)
+
+
+@numba.njit(inline="always", fastmath=_REDUCE)
+def _exp_block_f32(z, shift, n, out, kbuf):
+    """out[j] = exp(z[j] - shift) for j < n (fp32, vectorisable); -inf gives ~0."""
+    sh = np.float32(shift)
+    for j in range(n):
+        t = max((z[j] - sh) * np.float32(_LOG2E), np.float32(-125.0))  # t < 0.5: shift >= max z
+        ki = -np.int32(np.float32(0.5) - t)  # round to nearest by truncation (fptosi vectorises, floor may not)
+        r = (t - np.float32(ki)) * np.float32(_LN2)
+        p = np.float32(1.0 / 5040.0)
+        p = p * r + np.float32(1.0 / 720.0)
+        p = p * r + np.float32(1.0 / 120.0)
+        p = p * r + np.float32(1.0 / 24.0)
+        p = p * r + np.float32(1.0 / 6.0)
+        p = p * r + np.float32(0.5)
+        p = p * r + np.float32(1.0)
+        p = p * r + np.float32(1.0)
+        out[j] = p
+        kbuf[j] = (ki + np.int32(127)) << np.int32(23)
+    scale = kbuf[:n].view(np.float32)
+    for j in range(n):
+        out[j] *= scale[j]
+
+
+@numba.njit(inline="always")
+def _exp_block_f64(z, shift, n, out, kbuf):
+    for j in range(n):
+        out[j] = math.exp(z[j] - shift)
+
+
+def _make_kernels(exp_block, dtype):
+    """Forward and backward kernels for one compute dtype (fp32: fast exp, fp64: math.exp)."""
+
+    @numba.njit(parallel=True, fastmath=_REDUCE, cache=True)
+    def forward(x, targets, inv_t, ignore_index, lp, ent, lse, mz):
+        n_rows, vocab = x.shape
+        for i in numba.prange(n_rows):
+            y = targets[i]
+            if y == ignore_index:
+                lp[i] = ent[i] = lse[i] = mz[i] = 0.0
+                continue
+            z = np.empty(BLOCK, dtype)
+            e = np.empty(BLOCK, dtype)
+            kbuf = np.empty(BLOCK, np.int32)
+            m, s, u = -np.inf, 0.0, 0.0  # running max and sums in fp64; the block work in `dtype`
+            for j0 in range(0, vocab, BLOCK):
+                n = min(BLOCK, vocab - j0)
+                bm = dtype(-np.inf)
+                for j in range(n):
+                    z[j] = x[i, j0 + j] * inv_t
+                    bm = max(bm, z[j])
+                if bm > m:  # rescale the running sums to the new max
+                    if s > 0.0:
+                        a = math.exp(m - bm)
+                        u = a * (u + (m - bm) * s)
+                        s = a * s
+                    m = float(bm)
+                mb = dtype(m)
+                exp_block(z, mb, n, e, kbuf)
+                bs, bu = dtype(0.0), dtype(0.0)
+                for j in range(n):
+                    d = z[j] - mb
+                    bs += e[j]
+                    bu += e[j] * (d if d > dtype(-1e30) else dtype(0.0))
+                s += bs
+                u += bu
+            log_s = math.log(s)
+            lse[i] = m + log_s
+            mz[i] = m + u / s
+            lp[i] = x[i, y] * inv_t - lse[i]
+            ent[i] = log_s - u / s
+
+    @numba.njit(parallel=True, fastmath=_REDUCE, cache=True)
+    def backward(x, targets, g_lp, g_h, lse, mz, inv_t, ignore_index, dx):
+        n_rows, vocab = x.shape
+        for i in numba.prange(n_rows):
+            y = targets[i]
+            if y == ignore_index:
+                for j in range(vocab):
+                    dx[i, j] = 0.0
+                continue
+            z = np.empty(BLOCK, dtype)
+            p = np.empty(BLOCK, dtype)
+            kbuf = np.empty(BLOCK, np.int32)
+            a, b = dtype(g_lp[i] * inv_t), dtype(g_h[i] * inv_t)
+            c, shift = dtype(mz[i]), dtype(lse[i])
+            for j0 in range(0, vocab, BLOCK):
+                n = min(BLOCK, vocab - j0)
+                for j in range(n):
+                    z[j] = x[i, j0 + j] * inv_t
+                exp_block(z, shift, n, p, kbuf)
+                for j in range(n):  # into the scratch first: dx may alias x, which blocks vectorisation
+                    p[j] = -(a + b * (z[j] - c)) * p[j]
+                for j in range(n):
+                    dx[i, j0 + j] = p[j]
+            if 0 <= y < vocab:
+                dx[i, y] += a
+
+    return forward, backward
+
+
+_F32 = _make_kernels(_exp_block_f32, np.float32)
+_F64 = _make_kernels(_exp_block_f64, np.float64)
+
+
+def _kernels(dtype: torch.dtype):
+    return _F64 if dtype == torch.float64 else _F32
+
+
+def _row_chunks(x: torch.Tensor):
+    """Row ranges; fp16/bf16 rows are widened to fp32 a bounded chunk at a time."""
+    n, v = x.shape
+    step = n if x.dtype in (torch.float32, torch.float64) else max(1, HALF_CHUNK_ELEMS // max(v, 1))
+    return [(r0, min(n, r0 + step)) for r0 in range(0, n, max(step, 1))]
+
+
+def _as_compute(x: torch.Tensor) -> np.ndarray:
+    """A numpy view (fp32/fp64) or a widened fp32 copy (fp16/bf16) of a row chunk; unit column stride."""
+    if x.dtype in (torch.float32, torch.float64):
+        return x.detach().numpy()
+    return x.detach().float().numpy()
+
+
+def forward(x: torch.Tensor, targets: torch.Tensor, temperature: float, ignore_index: int):
+    """x [N, V] (column stride 1) -> (lp, ent, lse, mz), each [N] in fp32 (fp64 for fp64 input)."""
+    n = x.shape[0]
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    outs = [torch.empty(n, dtype=acc) for _ in range(4)]
+    fwd, _ = _kernels(x.dtype)
+    tg = targets.detach().numpy()
+    for r0, r1 in _row_chunks(x):
+        xc = _as_compute(x[r0:r1])
+        fwd(xc, tg[r0:r1], xc.dtype.type(1.0 / temperature), ignore_index,
+            *(o[r0:r1].numpy() for o in outs))
+    return tuple(outs)
+
+
+def backward(x, targets, g_lp, g_h, lse, mz, temperature: float, ignore_index: int, out: torch.Tensor):
+    """Write d(loss)/dx into `out` [N, V] (x's dtype; may be x itself)."""
+    _, bwd = _kernels(x.dtype)
+    tg = targets.detach().numpy()
+    vecs = [t.detach().numpy() for t in (g_lp, g_h, lse, mz)]
+    for r0, r1 in _row_chunks(x):
+        xc = _as_compute(x[r0:r1])
+        direct = out.dtype in (torch.float32, torch.float64)
+        dx = out[r0:r1].numpy() if direct else np.empty_like(xc)
+        bwd(xc, tg[r0:r1], *(v[r0:r1] for v in vecs), xc.dtype.type(1.0 / temperature), ignore_index, dx)
+        if not direct:
+            out[r0:r1].copy_(torch.from_numpy(dx))

@@ -1,0 +1,71 @@
+"""logprob_entropy: per row, log p(target) and the full-vocabulary entropy of softmax(logits / T), fused.
+
+    logp_y = z_y - lse(z),   H = lse(z) - Σ_j p_j z_j,   z = logits / T
+    d/dz_j = g_lp (1[j = y] - p_j) - g_H p_j (z_j - Σ p z),   d/dlogits = d/dz / T
+
+Backends: "triton" (CUDA; CPU under TRITON_INTERPRET=1), "numba" (CPU), "torch" (kernels/reference.py, plain
+torch ops with autograd), "auto" (triton on CUDA, numba on CPU). The fused backends read the logits once in
+the forward (online softmax), keep only lse and Σ p z per row ([N] each) for the backward, and write the
+gradient once, in the logits' dtype, optionally into the logits buffer itself (`inplace_grad=True`).
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from ._checks import LogprobEntropyParams, check_matrix, check_targets, out_dtype, resolve_backend
+from .reference import logprob_entropy_reference
+
+_MODULES = {"numba": "._numba_logprob_entropy", "triton": "._triton_logprob_entropy"}
+
+
+def kernel_module(backend: str):
+    """The module with forward/backward launchers of a fused backend (imported on first use)."""
+    return importlib.import_module(_MODULES[backend], __package__)
+
+
+class LogprobEntropyFunction(torch.autograd.Function):
+    """Autograd wrapper of a fused backend. Saves logits, targets and two [N] vectors, never [N, V] floats."""
+
+    @staticmethod
+    def forward(ctx, logits, targets, params: LogprobEntropyParams, backend: str, inplace_grad: bool):
+        lp, ent, lse, mz = kernel_module(backend).forward(logits, targets, params.temperature,
+                                                          params.ignore_index)
+        ctx.save_for_backward(logits, targets, lse, mz)
+        ctx.params, ctx.backend, ctx.inplace_grad = params, backend, inplace_grad
+        return lp, ent
+
+    @staticmethod
+    def backward(ctx, g_lp, g_h):
+        logits, targets, lse, mz = ctx.saved_tensors
+        g_lp = torch.zeros_like(lse) if g_lp is None else g_lp.to(lse.dtype).contiguous()
+        g_h = torch.zeros_like(lse) if g_h is None else g_h.to(lse.dtype).contiguous()
+        out = logits if ctx.inplace_grad else torch.empty_like(logits)
+        kernel_module(ctx.backend).backward(logits, targets, g_lp, g_h, lse, mz, ctx.params.temperature,
+                                            ctx.params.ignore_index, out)
+        return out, None, None, None, None
+
+
+def logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
+                    ignore_index: int = -100, backend: str = "auto",
+                    inplace_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [N, V] (fp16/bf16/fp32/fp64), targets [N] int -> (logprobs [N], entropy [N]) in fp32 (fp64 for
+    fp64 logits), differentiable in `logits` through both outputs.
+
+    Rows whose target is `ignore_index` give 0 and a zero gradient. With `inplace_grad=True` the gradient is
+    written into the logits buffer (saves N*V elements; the logits must not be used after backward).
+    """
+    check_matrix("logits", logits)
+    params = LogprobEntropyParams(float(temperature), ignore_index)
+    check_targets(targets, logits.shape[0], logits.shape[1], logits.device, ignore_index)
+    backend = resolve_backend(backend, logits.device)
+    if logits.shape[1] == 0:
+        raise ValueError("logits have an empty vocabulary dimension (V = 0)")
+    if backend == "torch":
+        return logprob_entropy_reference(logits, targets, params.temperature, ignore_index)
+    if logits.stride(1) != 1:
+        logits = logits.contiguous()
+    lp, ent = LogprobEntropyFunction.apply(logits, targets.contiguous(), params, backend, inplace_grad)
+    assert lp.dtype == out_dtype(logits.dtype)
+    return lp, ent

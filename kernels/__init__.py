@@ -6,8 +6,10 @@
   never materialising more than a [chunk, V] tile of logits.
 - lm_head_inputs(model, ...): final hidden states and LM-head weight of a transformers causal LM.
 """
+from .hf import lm_head_inputs
+from .linear_logprob_entropy import LinearLogprobEntropyFunction, linear_logprob_entropy
 from .logprob_entropy import LogprobEntropyFunction, logprob_entropy
 from .reference import linear_logprob_entropy_reference, logprob_entropy_reference
 
-__all__ = ["LogprobEntropyFunction", "linear_logprob_entropy_reference", "logprob_entropy",
-           "logprob_entropy_reference"]
+__all__ = ["LinearLogprobEntropyFunction", "LogprobEntropyFunction", "linear_logprob_entropy",
+           "linear_logprob_entropy_reference", "lm_head_inputs", "logprob_entropy", "logprob_entropy_reference"]

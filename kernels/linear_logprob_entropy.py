@@ -76,8 +76,8 @@ def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: 
         raise ValueError(f"hidden ({hidden.dtype}, {hidden.device}) and weight ({weight.dtype}, {weight.device}) "
                          "must share dtype and device")
     params = LogprobEntropyParams(float(temperature), ignore_index)
-    check_targets(targets, hidden.shape[0], weight.shape[0], hidden.device, ignore_index)
     backend = resolve_backend(backend, hidden.device)
+    check_targets(targets, hidden.shape[0], weight.shape[0], hidden.device, ignore_index)
     if backend == "torch":
         return linear_logprob_entropy_reference(hidden, weight, targets, params.temperature, ignore_index)
     chunk = default_chunk_size(weight.shape[0]) if chunk_size is None else int(chunk_size)

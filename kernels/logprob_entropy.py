@@ -58,8 +58,8 @@ def logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, *, temperature:
     """
     check_matrix("logits", logits)
     params = LogprobEntropyParams(float(temperature), ignore_index)
-    check_targets(targets, logits.shape[0], logits.shape[1], logits.device, ignore_index)
     backend = resolve_backend(backend, logits.device)
+    check_targets(targets, logits.shape[0], logits.shape[1], logits.device, ignore_index)
     if logits.shape[1] == 0:
         raise ValueError("logits have an empty vocabulary dimension (V = 0)")
     if backend == "torch":

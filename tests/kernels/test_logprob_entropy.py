@@ -1,0 +1,158 @@
+"""logprob_entropy on every backend against the fp64 torch reference: values, gradients (fp64 gradcheck),
+low-precision error relative to torch's own error in that dtype, ignore_index rows, in-place gradients, and
+clear errors for bad inputs."""
+import math
+
+import pytest
+import torch
+
+from arpo_kernels import logprob_entropy, logprob_entropy_reference
+from arpo_kernels.reference import torch_eager_logprob_entropy
+
+from .common import device_for, make_logits, make_targets, skip_triton_without_runtime
+
+FUSED = [pytest.param("triton", marks=skip_triton_without_runtime), "numba"]
+ALL = FUSED + ["torch"]
+
+
+def loss_and_grad(fn, x, t, g_lp, g_h, **kw):
+    x = x.detach().clone().requires_grad_()
+    lp, ent = fn(x, t, **kw)
+    (lp.double() * g_lp.to(lp.device) + ent.double() * g_h.to(lp.device)).sum().backward()
+    return lp.detach(), ent.detach(), x.grad
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("n, v", [(1, 7), (5, 1000), (4, 4099)])
+@pytest.mark.parametrize("kind", ["randn", "peaked", "uniform"])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_fp32_matches_fp64_reference(backend, n, v, kind, temperature):
+    dev = device_for(backend)
+    x = make_logits(kind, n, v, device=dev)
+    t = make_targets(n, v, dev, ignore=[2] if n > 2 else [])
+    g_lp, g_h = torch.randn(n, dtype=torch.float64), torch.randn(n, dtype=torch.float64)
+    lp, ent, grad = loss_and_grad(logprob_entropy, x, t, g_lp, g_h, temperature=temperature, backend=backend)
+    r_lp, r_ent, r_grad = loss_and_grad(
+        logprob_entropy_reference, x.cpu().double(), t.cpu(), g_lp, g_h, temperature=temperature)
+    assert lp.dtype == ent.dtype == torch.float32 and grad.dtype == torch.float32
+    # fp32 inputs: each z carries 2^-24 relative rounding and exp ~2 ulp; log-probs reach |z| ~ 30 (peaked),
+    # so absolute 1e-5 on the outputs and 1e-6 on the gradient entries (each |dz| <= |g|·(1 + |z - Σpz|)·p).
+    torch.testing.assert_close(lp.cpu().double(), r_lp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent.cpu().double(), r_ent, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad.cpu().double(), r_grad, rtol=1e-5, atol=1e-6)
+    if kind == "uniform":
+        assert torch.allclose(ent.cpu()[t.cpu() != -100].double(), torch.tensor(math.log(v), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", ALL)
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_gradcheck_fp64(backend, temperature):
+    dev = device_for(backend)
+    x = make_logits("randn", 4, 37, torch.float64, dev).requires_grad_()
+    t = make_targets(4, 37, dev, ignore=[1])
+    assert torch.autograd.gradcheck(
+        lambda a: logprob_entropy(a, t, temperature=temperature, backend=backend), (x,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["randn", "peaked"])
+def test_low_precision_error_at_most_twice_torch(backend, dtype, kind):
+    """Same rounded inputs for everyone; the error is measured against fp64 math on those inputs, as the L2 norm
+    over all outputs (the max over elements is dominated by the final rounding to bf16/fp16, which both sides
+    share and which falls closer or farther by chance)."""
+    dev = device_for(backend)
+    n, v = 6, 3001
+    x = make_logits(kind, n, v, dtype, dev)
+    t = make_targets(n, v, dev, ignore=[4])
+    gen = torch.Generator().manual_seed(7)
+    g_lp, g_h = (torch.randn(n, dtype=torch.float64, generator=gen) for _ in range(2))
+    ours = loss_and_grad(logprob_entropy, x, t, g_lp, g_h, backend=backend)
+    theirs = loss_and_grad(torch_eager_logprob_entropy, x.cpu(), t.cpu(), g_lp, g_h)
+    exact = loss_and_grad(logprob_entropy_reference, x.cpu().double(), t.cpu(), g_lp, g_h)
+    assert ours[2].dtype == dtype
+    for mine, torch_own, ref in zip(ours, theirs, exact):
+        err_ours = (mine.cpu().double() - ref).norm().item()
+        err_torch = (torch_own.double() - ref).norm().item()
+        assert err_ours <= 2 * err_torch, (err_ours, err_torch)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_large_vocabulary_151936(backend):
+    dev = device_for(backend)
+    n, v = 2, 151936
+    x = make_logits("peaked", n, v, device=dev)
+    t = make_targets(n, v, dev)
+    g = torch.ones(n, dtype=torch.float64)
+    lp, ent, grad = loss_and_grad(logprob_entropy, x, t, g, g, backend=backend)
+    r_lp, r_ent, r_grad = loss_and_grad(logprob_entropy_reference, x.cpu().double(), t.cpu(), g, g)
+    torch.testing.assert_close(lp.cpu().double(), r_lp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent.cpu().double(), r_ent, rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad.cpu().double(), r_grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_ignored_rows_give_zero_and_no_gradient(backend):
+    dev = device_for(backend)
+    x = make_logits("randn", 5, 50, device=dev).requires_grad_()
+    t = make_targets(5, 50, dev)
+    t[[0, 3]] = -1
+    lp, ent = logprob_entropy(x, t, ignore_index=-1, backend=backend)
+    (lp.sum() + ent.sum()).backward()
+    assert (lp[[0, 3]] == 0).all() and (ent[[0, 3]] == 0).all()
+    assert (x.grad[[0, 3]] == 0).all() and (x.grad[[1, 2, 4]] != 0).any()
+
+
+@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_inplace_gradient_reuses_the_logits_buffer(backend, dtype):
+    dev = device_for(backend)
+    x = make_logits("randn", 3, 300, dtype, dev)
+    t = make_targets(3, 300, dev)
+    _, _, expected = loss_and_grad(logprob_entropy, x, t, torch.ones(3), torch.ones(3), backend=backend)
+    leaf = x.clone().requires_grad_()
+    logits = leaf * 1  # a non-leaf buffer, as logits from an LM head are
+    lp, ent = logprob_entropy(logits, t, backend=backend, inplace_grad=True)
+    (lp.sum() + ent.sum()).backward()
+    torch.testing.assert_close(logits.detach(), expected, rtol=0, atol=0)  # the buffer now holds the gradient
+    torch.testing.assert_close(leaf.grad, expected, rtol=0, atol=0)
+
+
+def test_only_one_output_used():
+    x = make_logits("randn", 3, 40).requires_grad_()
+    t = make_targets(3, 40)
+    lp, _ = logprob_entropy(x, t, backend="numba")
+    lp.sum().backward()
+    y = x.detach().double().requires_grad_()
+    logprob_entropy_reference(y, t)[0].sum().backward()
+    torch.testing.assert_close(x.grad.double(), y.grad, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "call, exc, message",
+    [
+        (lambda x, t: logprob_entropy(x[0], t), ValueError, r"logits must be 2-D, got shape \(10,\)"),
+        (lambda x, t: logprob_entropy(x.long(), t), TypeError, r"logits must be float16, bfloat16, float32"),
+        (lambda x, t: logprob_entropy(x, t[:3]), ValueError, r"targets must have shape \[4\]"),
+        (lambda x, t: logprob_entropy(x, t.float()), TypeError, r"targets must be int64 or int32"),
+        (lambda x, t: logprob_entropy(x, t.to("meta")), ValueError, r"targets are on meta but the logits on cpu"),
+        (lambda x, t: logprob_entropy(x, torch.tensor([0, 10, 1, 2])), ValueError,
+         r"targets\[1\] = 10 is outside \[0, 10\) and is not ignore_index \(-100\)"),
+        (lambda x, t: logprob_entropy(x, torch.tensor([0, -5, 1, 2])), ValueError, r"targets\[1\] = -5"),
+        (lambda x, t: logprob_entropy(x, t, temperature=0.0), ValueError, r"temperature must be a finite number > 0"),
+        (lambda x, t: logprob_entropy(x, t, temperature=float("nan")), ValueError, r"temperature"),
+        (lambda x, t: logprob_entropy(x, t, backend="cuda"), ValueError, r"unknown backend 'cuda'"),
+        (lambda x, t: logprob_entropy(x.to("meta"), t.to("meta"), backend="numba"), ValueError,
+         r"the numba backend runs on CPU tensors"),
+        (lambda x, t: logprob_entropy(x[:, :0], torch.tensor([-100] * 4)), ValueError, r"empty vocabulary"),
+    ],
+)
+def test_bad_inputs_are_clear_errors(call, exc, message):
+    x, t = make_logits("randn", 4, 10), make_targets(4, 10)
+    with pytest.raises(exc, match=message):
+        call(x, t)
+
+
+def test_empty_batch():
+    lp, ent = logprob_entropy(torch.zeros(0, 10), torch.zeros(0, dtype=torch.long), backend="numba")
+    assert lp.shape == ent.shape == (0,)

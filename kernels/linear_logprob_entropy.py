@@ -15,11 +15,13 @@ from ._checks import LogprobEntropyParams, check_matrix, check_targets, out_dtyp
 from .logprob_entropy import kernel_module
 from .reference import linear_logprob_entropy_reference
 
-TILE_ELEMENTS = 1 << 26  # default tile: ~64M logits (128 MB in bf16)
+TILE_ELEMENTS = 1 << 27  # default tile: ~128M logits (256 MB in bf16)
 
 
 def default_chunk_size(vocab: int) -> int:
-    return max(1, TILE_ELEMENTS // max(vocab, 1))
+    """Rows per tile: ~TILE_ELEMENTS logits, a multiple of 128 rows when that many fit (GEMM-friendly)."""
+    rows = max(1, TILE_ELEMENTS // max(vocab, 1))
+    return rows - rows % 128 if rows >= 128 else rows
 
 
 def _chunks(n: int, chunk: int):
@@ -66,7 +68,7 @@ def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: 
                            backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """hidden [N, H], weight [V, H] (the LM head), targets [N] -> (logprobs [N], entropy [N]) of
     softmax(hidden @ weight.T / T), differentiable in hidden and weight; at most [chunk_size, V] logits exist
-    at once (default: ~64M elements)."""
+    at once (default: ~128M elements)."""
     check_matrix("hidden", hidden)
     check_matrix("weight", weight)
     if weight.shape[1] != hidden.shape[1]:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU-machine check, one prepared run: build the C++ extension with the machine's own Python, run the test
-# suite (CUDA-only tests run there; today that is the tree/config/CLI suite), then the benchmarks.
+# GPU-machine check, one prepared run: build the C++ extension with the machine's own Python, run the whole
+# test suite (the Triton kernels compile for the GPU there), then the GPU benchmarks.
 # Usage: scripts/gpu_check.sh OUT_DIR      (the device tool passes $OUT). Everything is logged to OUT_DIR.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR}
@@ -20,6 +20,7 @@ step $py -m pip install -q --no-deps --no-build-isolation -e .
 step ldd arpo/_tree*.so
 step $py -m pytest tests -q -p no:cacheprovider
 step env ARPO_PURE_PYTHON=1 $py -m pytest tests/tree -q -p no:cacheprovider
-step $py -m pytest bench/bench_*.py --benchmark-only -q -p no:cacheprovider --benchmark-json="$out/bench.json"
+# GPU benchmarks only (the CPU suites are measured on the CPU machines by `make bench`)
+step $py -m pytest bench/bench_*.py --benchmark-only -q -p no:cacheprovider -k gpu --benchmark-json="$out/bench.json"
 step $py bench/ratios.py "$out/bench.json"
 exit $status

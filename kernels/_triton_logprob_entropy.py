@@ -1,8 +1,7 @@
 """Triton kernels of logprob_entropy: one program per row, one online pass over the vocabulary.
 
 Same math as the numba kernels (see _numba_logprob_entropy.py): the forward keeps a running max m,
-s = Σ exp(z - m) and u = Σ exp(z - m)(z - m) (per lane, in the shared helper `_online_lse_update`; summed
-over lanes after the last block) and writes logp, H,
+s = Σ exp(z - m) and u = Σ exp(z - m)(z - m) (the shared helper `_online_lse_update`) and writes logp, H,
 lse and Σ p z per row; the backward re-reads the row once and writes dx = dz / T in the logits' dtype,
 possibly into the logits buffer itself. Computation is in fp32 (fp64 for fp64 logits, for gradcheck).
 Runs on CPU tensors under TRITON_INTERPRET=1 (set before triton is imported).
@@ -15,16 +14,14 @@ import triton.language as tl
 
 
 @triton.jit
-def _online_lse_update(z, m, s_vec, u_vec):
-    """Fold one block z (masked entries -inf) into the running scalar max m and the per-lane sums
-    s_vec = Σ exp(z - m), u_vec = Σ exp(z - m)(z - m). One cross-lane reduction per block (the max); the sums
-    are reduced once, after the last block."""
+def _online_lse_update(z, m, s, u):
+    """Fold one block z (masked entries -inf) into the running (m, s, u)."""
     m_new = tl.maximum(m, tl.max(z, axis=0))
     e = tl.exp(z - m_new)  # -inf -> 0
     d = tl.where(e > 0, z - m_new, 0.0)
     alpha = tl.exp(m - m_new)  # first block: exp(-inf) = 0
-    delta = tl.where(m > float("-inf"), m - m_new, 0.0)  # avoids -inf * 0 before the first block
-    return m_new, alpha * s_vec + e, alpha * (u_vec + delta * s_vec) + e * d
+    delta = tl.where(s > 0, m - m_new, 0.0)  # avoids -inf * 0 before the first block
+    return m_new, alpha * s + tl.sum(e, axis=0), alpha * (u + delta * s) + tl.sum(e * d, axis=0)
 
 
 @triton.jit
@@ -41,14 +38,12 @@ def _lpe_fwd_kernel(X_ptr, stride_x, T_ptr, TEMP_ptr, LP_ptr, H_ptr, LSE_ptr, MZ
         x_row = X_ptr + row * stride_x
         inv_t = 1.0 / tl.load(TEMP_ptr).to(ACC)
         m = tl.full((), float("-inf"), ACC)
-        s_vec = tl.zeros((BLOCK_V,), ACC)
-        u_vec = tl.zeros((BLOCK_V,), ACC)
+        s = tl.full((), 0.0, ACC)
+        u = tl.full((), 0.0, ACC)
         for start in range(0, V, BLOCK_V):
             cols = start + tl.arange(0, BLOCK_V)
             z = tl.load(x_row + cols, mask=cols < V, other=float("-inf")).to(ACC) * inv_t
-            m, s_vec, u_vec = _online_lse_update(z, m, s_vec, u_vec)
-        s = tl.sum(s_vec, axis=0)
-        u = tl.sum(u_vec, axis=0)
+            m, s, u = _online_lse_update(z, m, s, u)
         log_s = tl.log(s)
         z_y = tl.load(x_row + y).to(ACC) * inv_t
         tl.store(LP_ptr + row, z_y - m - log_s)
@@ -88,6 +83,9 @@ def _acc(dtype: torch.dtype):
 
 
 # (BLOCK_V, num_warps) of the forward and backward kernels on a GPU; scripts/tune_logprob_entropy.py sweeps them.
+# H200, N=16384, V=151936, bf16: this forward took 2.0 ms through logprob_entropy (pytest-benchmark); a variant
+# with per-lane running sums took 2.44 ms there at the same config (and 1.87 ms kernel-only at its best,
+# (2048, 4), vs 2.12 ms at (8192, 8)). The backward took ~2.5 ms kernel-only for every block >= 2048.
 FWD_CONFIG = (8192, 8)
 BWD_CONFIG = (8192, 8)
 

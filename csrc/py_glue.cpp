@@ -114,6 +114,7 @@ py::dict pack_trees(const py::sequence& trees, const std::string& mode, const st
   PackedOut out{alloc<int64_t>(d, "input_ids", {n}),   alloc<int64_t>(d, "position_ids", {n}),
                 alloc<int64_t>(d, "prev_index", {n}),  alloc<int64_t>(d, "span_end", {n}),
                 alloc<bool>(d, "loss_mask", {n}),      alloc<float>(d, "loss_weight", {n}),
+                alloc<float>(d, "weight_pos", {n}),    alloc<float>(d, "weight_neg", {n}),
                 alloc<float>(d, "adv_pos", {n}),       alloc<float>(d, "adv_neg", {n}),
                 alloc<float>(d, "old_logprobs", {n}),
                 alloc<int64_t>(d, "tree_offsets", {static_cast<py::ssize_t>(list.size()) + 1})};

@@ -115,26 +115,30 @@ AggNorm agg_norm(const std::vector<TreeStats>& stats, Agg agg) {
   return norm;
 }
 
-// Per node: summed weight W and signed weighted advantages P (A > 0) and Q (A < 0) over the leaves below.
+// Per node, over the leaves below: summed weight W, the weights of copies with A > 0 / A < 0 (wpos, wneg),
+// and the signed weighted advantages Σ w·A over those copies (pos, neg).
 struct NodeSums {
-  std::vector<double> w, pos, neg;
+  std::vector<double> w, wpos, wneg, pos, neg;
 };
 
 NodeSums node_sums(const TrajectoryTree& t, const TreeStats& s, AdvMode mode, const AggNorm& norm) {
   const int32_t n = t.num_nodes();
-  NodeSums ns{std::vector<double>(n, 0.0), std::vector<double>(n, 0.0), std::vector<double>(n, 0.0)};
+  const std::vector<double> zeros(n, 0.0);
+  NodeSums ns{zeros, zeros, zeros, zeros, zeros};
   for (size_t j = 0; j < s.leaves.size(); ++j) {
     const int32_t leaf = s.leaves[j];
     ns.w[leaf] = norm.weight(s.loss_above[leaf]);
     if (mode == AdvMode::Soft) {
       const double c = ns.w[leaf] * s.leaf_adv[j];
-      if (s.leaf_adv[j] > 0.0) ns.pos[leaf] = c;
-      if (s.leaf_adv[j] < 0.0) ns.neg[leaf] = c;
+      if (s.leaf_adv[j] > 0.0) ns.pos[leaf] = c, ns.wpos[leaf] = ns.w[leaf];
+      if (s.leaf_adv[j] < 0.0) ns.neg[leaf] = c, ns.wneg[leaf] = ns.w[leaf];
     }
   }
   for (int32_t i = n - 1; i > 0; --i) {
     const int32_t p = t.node(i).parent;
     ns.w[p] += ns.w[i];
+    ns.wpos[p] += ns.wpos[i];
+    ns.wneg[p] += ns.wneg[i];
     ns.pos[p] += ns.pos[i];
     ns.neg[p] += ns.neg[i];
   }
@@ -143,6 +147,8 @@ NodeSums node_sums(const TrajectoryTree& t, const TreeStats& s, AdvMode mode, co
       const double c = ns.w[i] * s.node_adv[i];
       ns.pos[i] = s.node_adv[i] > 0.0 ? c : 0.0;
       ns.neg[i] = s.node_adv[i] < 0.0 ? c : 0.0;
+      ns.wpos[i] = s.node_adv[i] > 0.0 ? ns.w[i] : 0.0;
+      ns.wneg[i] = s.node_adv[i] < 0.0 ? ns.w[i] : 0.0;
     }
   }
   return ns;
@@ -182,6 +188,8 @@ void pack_tree(const TrajectoryTree& t, const NodeSums& ns, int64_t base, const 
       out.prev_index[k] = i == 0 ? before : k - 1;
       out.loss_mask[k] = nd.trainable;
       out.loss_weight[k] = nd.trainable ? static_cast<float>(ns.w[id]) : 0.0f;
+      out.weight_pos[k] = nd.trainable ? static_cast<float>(ns.wpos[id]) : 0.0f;
+      out.weight_neg[k] = nd.trainable ? static_cast<float>(ns.wneg[id]) : 0.0f;
       out.adv_pos[k] = nd.trainable ? static_cast<float>(ns.pos[id]) : 0.0f;
       out.adv_neg[k] = nd.trainable ? static_cast<float>(ns.neg[id]) : 0.0f;
       out.old_logprobs[k] = !nd.trainable ? 0.0f : (lp ? nd.logprobs[i] : nan);

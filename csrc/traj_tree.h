@@ -85,6 +85,8 @@ struct PackedOut {  // all [T] except tree_offsets [num_trees + 1]
   int64_t* span_end;
   bool* loss_mask;
   float* loss_weight;
+  float* weight_pos;
+  float* weight_neg;
   float* adv_pos;
   float* adv_neg;
   float* old_logprobs;

@@ -41,6 +41,8 @@ class PackedBatch:
     span_end: np.ndarray  # [T] int64, one past the packed end of the subtree of the token's node
     loss_mask: np.ndarray  # [T] bool, trainable tokens
     loss_weight: np.ndarray  # [T] float32, Σ of the flat agg weights of the token's copies
+    weight_pos: np.ndarray  # [T] float32, Σ w over copies with A > 0 (for clip-fraction metrics)
+    weight_neg: np.ndarray  # [T] float32, Σ w over copies with A < 0
     adv_pos: np.ndarray  # [T] float32, Σ w·A over copies with A > 0
     adv_neg: np.ndarray  # [T] float32, Σ w·A over copies with A < 0
     old_logprobs: np.ndarray  # [T] float32, as in FlatBatch

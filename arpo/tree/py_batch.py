@@ -108,24 +108,28 @@ def _agg_weight(agg: str, n_loss: int, total_tokens: int, num_seqs: int) -> floa
 
 
 def _node_sums(t: TrajectoryTree, s: _TreeStats, mode: str, agg: str, total_tokens: int, num_seqs: int):
-    """Per node: summed row weight W and signed weighted advantages (A > 0, A < 0) over the leaves below."""
+    """Per node, over the leaves below: summed row weight W, the weights of copies with A > 0 / A < 0, and the
+    signed weighted advantages Σ w·A over those copies."""
     n = t.num_nodes
-    w, pos, neg = [0.0] * n, [0.0] * n, [0.0] * n
+    w, wpos, wneg, pos, neg = ([0.0] * n for _ in range(5))
     for j, leaf in enumerate(s.leaves):
         w[leaf] = _agg_weight(agg, s.loss_above[leaf], total_tokens, num_seqs)
         if mode == "soft":
             c = w[leaf] * s.leaf_adv[j]
-            pos[leaf] = c if s.leaf_adv[j] > 0.0 else 0.0
-            neg[leaf] = c if s.leaf_adv[j] < 0.0 else 0.0
+            if s.leaf_adv[j] > 0.0:
+                pos[leaf], wpos[leaf] = c, w[leaf]
+            if s.leaf_adv[j] < 0.0:
+                neg[leaf], wneg[leaf] = c, w[leaf]
     for i in range(n - 1, 0, -1):
         p = t._parent[i]
-        w[p] += w[i]
-        pos[p] += pos[i]
-        neg[p] += neg[i]
+        for arr in (w, wpos, wneg, pos, neg):
+            arr[p] += arr[i]
     if mode == "hard":
         pos = [wi * a if a > 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
         neg = [wi * a if a < 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
-    return w, pos, neg
+        wpos = [wi if a > 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
+        wneg = [wi if a < 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
+    return w, wpos, wneg, pos, neg
 
 
 def _preorder(t: TrajectoryTree) -> list[int]:
@@ -155,6 +159,8 @@ def pack_trees(trees: Sequence, mode: str = "soft", agg: str = "token-mean", sca
         "span_end": np.zeros(total, dtype=np.int64),
         "loss_mask": np.zeros(total, dtype=bool),
         "loss_weight": np.zeros(total, dtype=np.float32),
+        "weight_pos": np.zeros(total, dtype=np.float32),
+        "weight_neg": np.zeros(total, dtype=np.float32),
         "adv_pos": np.zeros(total, dtype=np.float32),
         "adv_neg": np.zeros(total, dtype=np.float32),
         "old_logprobs": np.zeros(total, dtype=np.float32),
@@ -170,7 +176,7 @@ def pack_trees(trees: Sequence, mode: str = "soft", agg: str = "token-mean", sca
 
 
 def _pack_tree(t: TrajectoryTree, sums, base: int, out: dict[str, np.ndarray]) -> None:
-    w, pos, neg = sums
+    w, wpos, wneg, pos, neg = sums
     order = _preorder(t)
     start, last, subtree_end = [0] * t.num_nodes, [0] * t.num_nodes, [0] * t.num_nodes
     cursor = base
@@ -189,6 +195,8 @@ def _pack_tree(t: TrajectoryTree, sums, base: int, out: dict[str, np.ndarray]) -
         if t._trainable[node]:
             out["loss_mask"][sl] = True
             out["loss_weight"][sl] = w[node]
+            out["weight_pos"][sl] = wpos[node]
+            out["weight_neg"][sl] = wneg[node]
             out["adv_pos"][sl] = pos[node]
             out["adv_neg"][sl] = neg[node]
             out["old_logprobs"][sl] = np.nan if lp is None else lp

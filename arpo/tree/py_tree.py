@@ -18,7 +18,8 @@ Flat aggregation weight of a row (leaf) j with n_j loss tokens (rows without los
   seq-mean-token-mean   w_j = 1 / (S · n_j)     S = number of rows with n_j > 0
   seq-mean-token-sum    w_j = 1 / S
 A packed token stands for its copies in the rows through its node: loss_weight = Σ w_j,
-adv_pos = Σ_{A_j>0} w_j A_j, adv_neg = Σ_{A_j<0} w_j A_j (DESIGN.md, "Tree packing is exact").
+adv_pos = Σ_{A_j>0} w_j A_j, adv_neg = Σ_{A_j<0} w_j A_j (DESIGN.md, "Tree packing is exact"), and
+weight_pos = Σ_{A_j>0} w_j, weight_neg = Σ_{A_j<0} w_j (for metrics weighted like the loss).
 """
 from __future__ import annotations
 

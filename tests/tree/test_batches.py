@@ -47,6 +47,8 @@ def test_packed_batch_by_hand():
     np.testing.assert_allclose(p.loss_weight, [0, 0, 0, .3, .3, 0, .1, .1, .1, .1], rtol=1e-7)
     np.testing.assert_allclose(p.adv_pos, [0, 0, 0, .1, .1, 0, .1, .1, 0, 0], rtol=1e-7)
     np.testing.assert_allclose(p.adv_neg, [0, 0, 0, -.1, -.1, 0, 0, 0, -.1, 0], rtol=1e-7)
+    np.testing.assert_allclose(p.weight_pos, [0, 0, 0, .1, .1, 0, .1, .1, 0, 0], rtol=1e-7)
+    np.testing.assert_allclose(p.weight_neg, [0, 0, 0, .1, .1, 0, 0, 0, .1, 0], rtol=1e-7)
     np.testing.assert_array_equal(p.tree_offsets, [0, 10])
 
 
@@ -181,6 +183,8 @@ def check_packed_equals_flat(trees, mode, agg):
         (w * a * g_flat, (p.adv_pos.astype(np.float64) + p.adv_neg) * g_packed),
         (w * np.maximum(a, 0) * g_flat, p.adv_pos * g_packed),
         (w * np.minimum(a, 0) * g_flat, p.adv_neg * g_packed),
+        (w * (a > 0) * g_flat, p.weight_pos * g_packed),
+        (w * (a < 0) * g_flat, p.weight_neg * g_packed),
     ]
     for flat_terms, packed_terms in pairs:
         # float32 storage of each advantage and weight: relative error <= 2^-24 per term (plus the float32

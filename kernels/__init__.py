@@ -5,11 +5,15 @@
 - linear_logprob_entropy(hidden, weight, targets, ...): the same from hidden states and the LM-head weight,
   never materialising more than a [chunk, V] tile of logits.
 - lm_head_inputs(model, ...): final hidden states and LM-head weight of a transformers causal LM.
+- policy_loss(...) / policy_loss_packed(...): the clipped PPO/GRPO objective (clip-higher, dual clip, KL,
+  entropy bonus, three aggregation modes) with metrics, forward and backward in one fused pass.
 """
 from .hf import lm_head_inputs
 from .linear_logprob_entropy import LinearLogprobEntropyFunction, linear_logprob_entropy
 from .logprob_entropy import LogprobEntropyFunction, logprob_entropy
-from .reference import linear_logprob_entropy_reference, logprob_entropy_reference
+from .policy_loss import PolicyLossFunction, flat_weights, policy_loss, policy_loss_packed
+from .reference import linear_logprob_entropy_reference, logprob_entropy_reference, policy_loss_reference
 
-__all__ = ["LinearLogprobEntropyFunction", "LogprobEntropyFunction", "linear_logprob_entropy",
-           "linear_logprob_entropy_reference", "lm_head_inputs", "logprob_entropy", "logprob_entropy_reference"]
+__all__ = ["LinearLogprobEntropyFunction", "LogprobEntropyFunction", "PolicyLossFunction", "flat_weights",
+           "linear_logprob_entropy", "linear_logprob_entropy_reference", "lm_head_inputs", "logprob_entropy",
+           "logprob_entropy_reference", "policy_loss", "policy_loss_packed", "policy_loss_reference"]

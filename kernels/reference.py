@@ -38,3 +38,57 @@ def linear_logprob_entropy_reference(hidden: torch.Tensor, weight: torch.Tensor,
                                      temperature: float = 1.0, ignore_index: int = -100):
     """hidden [N, H], weight [V, H] -> the reference on logits = hidden @ weight.T (full [N, V] logits)."""
     return logprob_entropy_reference(hidden @ weight.T, targets, temperature, ignore_index)
+
+
+# ---- clipped policy loss ------------------------------------------------------------------------------------
+LOG_RATIO_CLAMP = 20.0  # |log(new/old)| is clamped here before exp (both in the kernels and the reference)
+
+
+def kl_reference(logprobs, ref_logprobs, kl_type: str):
+    """Per-token KL estimate of the policy to the reference policy (verl's kl_penalty): k1 = lp - ref,
+    k2 = (lp - ref)^2 / 2, low_var_kl (k3) = exp(ref - lp) - (ref - lp) - 1 with ref - lp clamped to [-20, 20]
+    and the result to [-10, 10]."""
+    if kl_type == "k1":
+        return logprobs - ref_logprobs
+    if kl_type == "k2":
+        return 0.5 * (logprobs - ref_logprobs) ** 2
+    d = torch.clamp(ref_logprobs - logprobs, -20.0, 20.0)
+    return torch.clamp(torch.exp(d) - d - 1.0, -10.0, 10.0)
+
+
+def policy_loss_reference(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_high=0.2,
+                          dual_clip=None, ref_logprobs=None, kl_coef=0.0, kl_type="low_var_kl", entropy=None,
+                          entropy_coef=0.0, agg="token-mean", seq_index=None):
+    """The PPO/GRPO clipped objective written the usual way (verl/TRL): per token
+    pg = max(-A·r, -A·clip(r, 1 - clip_low, 1 + clip_high)), with dual clip min(pg, -A·c) where A < 0,
+    + kl_coef·KL - entropy_coef·H, aggregated over the tokens with mask > 0 by `agg` (sequences = rows of 2-D
+    inputs, or the ids in `seq_index` for 1-D inputs). Returns the scalar loss (autograd through logprobs and
+    entropy)."""
+    log_ratio = torch.clamp(logprobs - old_logprobs, -LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    pg = torch.maximum(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - clip_low, 1 + clip_high))
+    if dual_clip is not None:
+        pg = torch.where(advantages < 0, torch.minimum(pg, -advantages * dual_clip), pg)
+    per_token = pg
+    if ref_logprobs is not None and kl_coef != 0.0:
+        per_token = per_token + kl_coef * kl_reference(logprobs, ref_logprobs, kl_type)
+    if entropy is not None and entropy_coef != 0.0:
+        per_token = per_token - entropy_coef * entropy
+    return aggregate_reference(per_token, mask, agg, seq_index)
+
+
+def aggregate_reference(per_token, mask, agg, seq_index=None):
+    """token-mean: Σ m·x / Σ m; seq-mean-token-mean: mean over sequences (with Σ m > 0) of Σ m·x / Σ m;
+    seq-mean-token-sum: mean over those sequences of Σ m·x."""
+    mask = mask.to(per_token.dtype)
+    if agg == "token-mean":
+        return (per_token * mask).sum() / mask.sum().clamp_min(1e-30)
+    if seq_index is None:
+        seq_sum, seq_cnt = (per_token * mask).sum(-1), mask.sum(-1)
+    else:
+        n = int(seq_index.max()) + 1 if seq_index.numel() else 0
+        seq_sum = torch.zeros(n, dtype=per_token.dtype).index_add(0, seq_index, per_token * mask)
+        seq_cnt = torch.zeros(n, dtype=per_token.dtype).index_add(0, seq_index, mask)
+    live = seq_cnt > 0
+    per_seq = seq_sum[live] / seq_cnt[live] if agg == "seq-mean-token-mean" else seq_sum[live]
+    return per_seq.sum() / max(int(live.sum()), 1)

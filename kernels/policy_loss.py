@@ -1,0 +1,223 @@
+"""policy_loss / policy_loss_packed: the clipped PPO/GRPO objective with KL and entropy terms, forward and
+backward fused in one pass over the tokens.
+
+Both forms reduce to per-token sums over the token's copies (DESIGN.md, "Tree packing is exact"): adv_pos =
+Σ w·A over copies with A > 0, adv_neg = Σ w·A over copies with A < 0, weight = Σ w (and weight_pos/weight_neg,
+Σ w over copies with A > 0 / A < 0, for the clip-fraction metrics). The flat form builds them from the
+aggregation weights w of `agg` (one copy per token); pack_trees produces them for tree-packed batches. Per token,
+with r = exp(clamp(logprobs - old_logprobs, ±20)):
+
+    loss_t = -adv_pos·min(r, 1 + clip_high) - adv_neg·min(max(r, 1 - clip_low), dual_clip)
+             + kl_coef·weight·KL(logprobs, ref_logprobs) - entropy_coef·weight·entropy
+
+which equals max(-A·r, -A·clip(r, 1 - clip_low, 1 + clip_high)) (then min(·, -A·dual_clip) for A < 0) summed
+with the weights. At a clip boundary (r exactly 1 ± ε, or the dual-clip bound) the gradient flows, as torch's
+clamp does. Only `logprobs` and `entropy` receive gradients.
+
+Metrics, all weighted like the loss (Σ over tokens of the weights, divided by Σ weight): clip_frac_high
+(A > 0, r > 1 + clip_high), clip_frac_low (A < 0, r < 1 - clip_low), dual_clip_frac (A < 0, r > dual_clip),
+approx_kl (old→new, mean of old - new log-prob), ratio_mean/min/max, entropy_mean, kl_mean, pg_loss.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ._checks import FLOAT_DTYPES, resolve_backend
+from .reference import LOG_RATIO_CLAMP
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+KL_TYPES = ("low_var_kl", "k1", "k2")
+# Layout of the partial sums every backend returns, [chunks, len(PARTS)]; the last two are min/max.
+PARTS = ("pg", "kl", "ent", "w", "w_ratio", "w_neg_log_ratio", "clip_high", "clip_low", "dual", "ratio_min",
+         "ratio_max")
+_MODULES = {"numba": "._numba_policy_loss", "triton": "._triton_policy_loss", "torch": "._torch_policy_loss"}
+
+
+@dataclass(frozen=True)
+class PolicyLossParams:
+    """Scalar hyper-parameters of the policy loss."""
+
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float | None = None
+    kl_coef: float = 0.0
+    kl_type: str = "low_var_kl"
+    entropy_coef: float = 0.0
+
+    def __post_init__(self):
+        for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+        if not 0.0 <= self.clip_low < 1.0:
+            raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
+        if self.clip_high < 0.0:
+            raise ValueError(f"clip_high must be >= 0, got {self.clip_high}")
+        if self.dual_clip is not None and not (math.isfinite(self.dual_clip) and self.dual_clip > 1.0):
+            raise ValueError(f"dual_clip must be None or a finite number > 1, got {self.dual_clip}")
+        if self.kl_type not in KL_TYPES:
+            raise ValueError(f"unknown kl_type {self.kl_type!r}: expected one of {', '.join(KL_TYPES)}")
+
+    @property
+    def bounds(self) -> tuple[float, float, float]:
+        """(1 - clip_low, 1 + clip_high, dual clip bound or +inf)."""
+        return 1.0 - self.clip_low, 1.0 + self.clip_high, math.inf if self.dual_clip is None else self.dual_clip
+
+    @property
+    def kl_code(self) -> int:
+        return KL_TYPES.index(self.kl_type)
+
+
+def kernel_module(backend: str):
+    return importlib.import_module(_MODULES[backend], __package__)
+
+
+class PolicyLossFunction(torch.autograd.Function):
+    """Runs a backend's fused pass (loss parts and both gradients at once); backward only scales them."""
+
+    @staticmethod
+    def forward(ctx, logprobs, entropy, old, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref, params,
+                backend):
+        parts, dlp, dent = kernel_module(backend).fused(logprobs, entropy, old, adv_pos, adv_neg, weight,
+                                                        weight_pos, weight_neg, ref, params)
+        sums = parts[:, :-2].sum(0)
+        loss = sums[0] + params.kl_coef * sums[1] - params.entropy_coef * sums[2]
+        ctx.save_for_backward(dlp, dent)
+        ctx.mark_non_differentiable(parts)
+        return loss.to(logprobs.dtype), parts
+
+    @staticmethod
+    def backward(ctx, g_loss, _g_parts):
+        dlp, dent = ctx.saved_tensors
+        return (g_loss * dlp, g_loss * dent) + (None,) * 9
+
+
+def _metrics(parts: torch.Tensor, has_wsplit: bool, has_ref: bool, has_ent: bool) -> dict[str, torch.Tensor]:
+    sums = dict(zip(PARTS[:-2], parts[:, :-2].sum(0)))
+    w = sums["w"].clamp_min(1e-30)
+    out = {"pg_loss": sums["pg"], "approx_kl": sums["w_neg_log_ratio"] / w, "ratio_mean": sums["w_ratio"] / w,
+           "ratio_min": parts[:, -2].min(), "ratio_max": parts[:, -1].max()}
+    if has_wsplit:
+        out.update(clip_frac_high=sums["clip_high"] / w, clip_frac_low=sums["clip_low"] / w,
+                   dual_clip_frac=sums["dual"] / w)
+    if has_ent:
+        out["entropy_mean"] = sums["ent"] / w
+    if has_ref:
+        out["kl_mean"] = sums["kl"] / w
+    return {k: v.detach() for k, v in out.items()}
+
+
+# ---- argument checks ----------------------------------------------------------------------------------------
+def _check_tensor(name: str, t, like: torch.Tensor, float_only: bool = True) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(like.shape)} (the shape of logprobs)")
+    if t.device != like.device:
+        raise ValueError(f"{name} is on {t.device} but logprobs on {like.device}")
+    if float_only and t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
+
+
+def _check_finite(tensors: dict[str, torch.Tensor], active: torch.Tensor) -> None:
+    """Non-finite values where a token counts (weight != 0) are an error naming the tensor; one sync."""
+    names = list(tensors)
+    bad = torch.stack([(~torch.isfinite(tensors[n]) & active).any() for n in names]).tolist()
+    for name, is_bad in zip(names, bad):
+        if is_bad:
+            raise ValueError(f"{name} has NaN or inf values on tokens that count in the loss")
+
+
+def _run(logprobs, old, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref, entropy, params, backend):
+    if params.kl_coef != 0.0 and ref is None:
+        raise ValueError("kl_coef != 0 needs ref_logprobs")
+    if params.entropy_coef != 0.0 and entropy is None:
+        raise ValueError("entropy_coef != 0 needs entropy")
+    active = weight != 0
+    named = {"logprobs": logprobs, "old_logprobs": old, "ref_logprobs": ref, "entropy": entropy}
+    _check_finite({k: v for k, v in named.items() if v is not None}, active)
+    backend = resolve_backend(backend, logprobs.device)
+    acc = torch.float64 if logprobs.dtype == torch.float64 else torch.float32
+    flat = [None if t is None else t.reshape(-1).to(acc).contiguous()
+            for t in (logprobs, entropy, old, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref)]
+    has_wsplit = weight_pos is not None
+    if not has_wsplit:
+        flat[6] = flat[7] = torch.zeros_like(flat[5])
+    if entropy is None:
+        flat[1] = torch.zeros_like(flat[0])
+    loss, parts = PolicyLossFunction.apply(*flat, params, backend)
+    return loss, _metrics(parts, has_wsplit, ref is not None, entropy is not None)
+
+
+# ---- public API ---------------------------------------------------------------------------------------------
+def flat_weights(mask: torch.Tensor, agg: str, seq_index: torch.Tensor | None = None) -> torch.Tensor:
+    """Aggregation weight of each token (0 off the mask), float64: the loss is Σ w·loss_token. Sequences are the
+    rows of a 2-D mask or the ids in `seq_index` (1-D); sequences without tokens are not counted."""
+    if agg not in AGG_MODES:
+        raise ValueError(f"unknown agg {agg!r}: expected one of {', '.join(AGG_MODES)}")
+    m = (mask != 0).to(torch.float64)
+    if agg == "token-mean":
+        return m / m.sum().clamp_min(1.0)
+    ids = _sequence_ids(m, agg, seq_index)
+    per_seq = torch.zeros(int(ids.max()) + 1 if ids.numel() else 0, dtype=m.dtype, device=m.device)
+    per_seq.index_add_(0, ids.reshape(-1), m.reshape(-1))
+    num_seqs = (per_seq > 0).sum().clamp_min(1)
+    per_token = per_seq[ids] if agg == "seq-mean-token-mean" else torch.ones_like(m)
+    return m / (num_seqs * per_token).clamp_min(1.0)
+
+
+def _sequence_ids(m: torch.Tensor, agg: str, seq_index) -> torch.Tensor:
+    if seq_index is None:
+        if m.dim() != 2:
+            raise ValueError(f"agg={agg!r} needs 2-D [B, L] inputs or seq_index for 1-D inputs")
+        return torch.arange(m.shape[0], device=m.device)[:, None].expand_as(m)
+    if not isinstance(seq_index, torch.Tensor) or seq_index.shape != m.shape or \
+            seq_index.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"seq_index must be an int tensor of shape {tuple(m.shape)}")
+    if seq_index.numel() and int(seq_index.min()) < 0:
+        raise ValueError("seq_index must be >= 0")
+    return seq_index.to(m.device).long()
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_high=0.2, dual_clip=None,
+                ref_logprobs=None, kl_coef=0.0, kl_type="low_var_kl", entropy=None, entropy_coef=0.0,
+                agg="token-mean", seq_index=None, backend="auto"):
+    """Flat form: tensors of one shape ([N] or [B, L]); `mask` selects the tokens in the loss. Returns
+    (loss, metrics) with loss a 0-d tensor differentiable in logprobs (and entropy)."""
+    params = PolicyLossParams(clip_low, clip_high, dual_clip, kl_coef, kl_type, entropy_coef)
+    _check_tensor("logprobs", logprobs, logprobs)
+    for name, t in (("old_logprobs", old_logprobs), ("advantages", advantages), ("ref_logprobs", ref_logprobs),
+                    ("entropy", entropy)):
+        if t is not None:
+            _check_tensor(name, t, logprobs)
+    _check_tensor("mask", mask, logprobs, float_only=False)
+    _check_finite({"advantages": advantages}, mask != 0)
+    w = flat_weights(mask, agg, seq_index).to(logprobs.device)
+    a = advantages.to(w.dtype)
+    pos, neg = (a > 0).to(w.dtype), (a < 0).to(w.dtype)
+    return _run(logprobs, old_logprobs, w * a * pos, w * a * neg, w, w * pos, w * neg, ref_logprobs, entropy,
+                params, backend)
+
+
+def policy_loss_packed(logprobs, old_logprobs, adv_pos, adv_neg, weight, *, weight_pos=None, weight_neg=None,
+                       clip_low=0.2, clip_high=0.2, dual_clip=None, ref_logprobs=None, kl_coef=0.0,
+                       kl_type="low_var_kl", entropy=None, entropy_coef=0.0, backend="auto"):
+    """Packed form on the arrays of arpo.tree.pack_trees ([T] each, as tensors): its loss and gradients equal
+    policy_loss on the flat batch of the same trees. Without weight_pos/weight_neg the clip fractions are not
+    reported."""
+    params = PolicyLossParams(clip_low, clip_high, dual_clip, kl_coef, kl_type, entropy_coef)
+    _check_tensor("logprobs", logprobs, logprobs)
+    named = {"old_logprobs": old_logprobs, "adv_pos": adv_pos, "adv_neg": adv_neg, "weight": weight,
+             "weight_pos": weight_pos, "weight_neg": weight_neg, "ref_logprobs": ref_logprobs, "entropy": entropy}
+    for name, t in named.items():
+        if t is not None:
+            _check_tensor(name, t, logprobs)
+    if (weight_pos is None) != (weight_neg is None):
+        raise ValueError("give both weight_pos and weight_neg, or neither")
+    _check_finite({k: named[k] for k in ("adv_pos", "adv_neg", "weight")}, torch.ones_like(weight, dtype=torch.bool))
+    return _run(logprobs, old_logprobs, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref_logprobs, entropy,
+                params, backend)

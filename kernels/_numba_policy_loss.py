@@ -39,6 +39,10 @@ def _fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, has_ref, kl_code, lo, hi,
         pg_s = kl_s = ent_s = w_s = wr_s = nlr_s = chi = clo = cdu = 0.0
         rmin, rmax = np.inf, -np.inf
         for i in range(ci * CHUNK, min(n, (ci + 1) * CHUNK)):
+            if w[i] == 0.0:  # outside the loss (may hold anything, NaN included)
+                dlp[i] = 0.0
+                dent[i] = 0.0
+                continue
             lr = lp[i] - old[i]
             r = math.exp(min(max(lr, -LOG_RATIO_CLAMP), LOG_RATIO_CLAMP))
             g = 0.0
@@ -61,8 +65,7 @@ def _fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, has_ref, kl_code, lo, hi,
             chi += wpos[i] if r > hi else 0.0
             clo += wneg[i] if r < lo else 0.0
             cdu += wneg[i] if r > c else 0.0
-            if w[i] != 0.0:
-                rmin, rmax = min(rmin, r), max(rmax, r)
+            rmin, rmax = min(rmin, r), max(rmax, r)
         parts[ci, 0], parts[ci, 1], parts[ci, 2], parts[ci, 3] = pg_s, kl_s, ent_s, w_s
         parts[ci, 4], parts[ci, 5], parts[ci, 6], parts[ci, 7] = wr_s, nlr_s, chi, clo
         parts[ci, 8], parts[ci, 9], parts[ci, 10] = cdu, rmin, rmax

@@ -23,6 +23,9 @@ def kl_and_grad(lp, ref, kl_code: int):
 def fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, params):
     """Per-token arrays [N] -> (parts [1, 11] float64, d loss/d lp [N], d loss/d entropy [N])."""
     lo, hi, c = params.bounds
+    active = w != 0  # tokens outside the loss may hold anything (NaN included): read as 0
+    lp, old, ent = (torch.where(active, t, 0.0) for t in (lp, old, ent))
+    ref = None if ref is None else torch.where(active, ref, 0.0)
     log_ratio = lp - old
     in_range = log_ratio.abs() <= LOG_RATIO_CLAMP
     r = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
@@ -33,7 +36,6 @@ def fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, params):
     if ref is not None:
         kl, dkl = kl_and_grad(lp, ref, params.kl_code)
         dlp = dlp + params.kl_coef * w * dkl
-    active = w != 0
     big = torch.finfo(r.dtype).max
     parts = torch.stack([
         pg.sum(), (w * kl).sum(), (w * ent).sum(), w.sum(), (w * r).sum(), (w * -log_ratio).sum(),

@@ -42,11 +42,12 @@ def _policy_loss_kernel(LP, ENT, OLD, POS, NEG, W, WPOS, WNEG, REF, DLP, DENT, P
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     m = offs < N
-    lp = tl.load(LP + offs, mask=m, other=0.0)
-    old = tl.load(OLD + offs, mask=m, other=0.0)
+    w = tl.load(W + offs, mask=m, other=0.0)
+    active = m & (w != 0.0)  # tokens outside the loss may hold anything (NaN included): not read
+    lp = tl.load(LP + offs, mask=active, other=0.0)
+    old = tl.load(OLD + offs, mask=active, other=0.0)
     pos = tl.load(POS + offs, mask=m, other=0.0)
     neg = tl.load(NEG + offs, mask=m, other=0.0)
-    w = tl.load(W + offs, mask=m, other=0.0)
     lr = lp - old
     r = tl.exp(tl.minimum(tl.maximum(lr, -clamp), clamp))
     g = -tl.where(r <= hi, pos, 0.0) - tl.where((r >= lo) & (r <= c), neg, 0.0)
@@ -54,11 +55,11 @@ def _policy_loss_kernel(LP, ENT, OLD, POS, NEG, W, WPOS, WNEG, REF, DLP, DENT, P
     pg = -pos * tl.minimum(r, hi) - neg * tl.minimum(tl.maximum(r, lo), c)
     kl = tl.zeros_like(lp)
     if HAS_REF:
-        kl, dk = _kl_and_grad(lp, tl.load(REF + offs, mask=m, other=0.0), KL_CODE)
+        kl, dk = _kl_and_grad(lp, tl.load(REF + offs, mask=active, other=0.0), KL_CODE)
         g += kl_coef * w * dk
     tl.store(DLP + offs, g, mask=m)
     tl.store(DENT + offs, -ent_coef * w, mask=m)
-    ent = tl.load(ENT + offs, mask=m, other=0.0)
+    ent = tl.load(ENT + offs, mask=active, other=0.0)
     wpos = tl.load(WPOS + offs, mask=m, other=0.0)
     wneg = tl.load(WNEG + offs, mask=m, other=0.0)
     row = PARTS_PTR + pid * NPARTS
@@ -71,7 +72,6 @@ def _policy_loss_kernel(LP, ENT, OLD, POS, NEG, W, WPOS, WNEG, REF, DLP, DENT, P
     tl.store(row + 6, tl.sum(tl.where(r > hi, wpos, 0.0), axis=0))
     tl.store(row + 7, tl.sum(tl.where(r < lo, wneg, 0.0), axis=0))
     tl.store(row + 8, tl.sum(tl.where(r > c, wneg, 0.0), axis=0))
-    active = m & (w != 0.0)
     tl.store(row + 9, tl.min(tl.where(active, r, float("inf")), axis=0))
     tl.store(row + 10, tl.max(tl.where(active, r, float("-inf")), axis=0))
 

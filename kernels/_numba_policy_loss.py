@@ -1,84 +1,168 @@
 """numba CPU kernel of the fused policy-loss pass: chunks of tokens in parallel, each writing its gradients and
 one row of partial sums (summed afterwards in a fixed order, so results do not depend on thread timing).
-Same per-token math as _torch_policy_loss.py."""
+
+Same per-token math as _torch_policy_loss.py. The token loop is branch-free (selects) so that LLVM vectorises
+it; fp32 inputs use a polynomial exp (range reduction to [-ln2/2, ln2/2], degree-7 Taylor, ~2 ulp), fp64
+inputs math.exp (gradcheck). Tokens with weight 0 contribute nothing: their values (NaN included) are selected
+away, never used.
+"""
 from __future__ import annotations
 
+import functools
 import math
 
 import numba
 import numpy as np
 import torch
+from llvmlite import ir as llvm_ir
+from numba import types
+from numba.extending import intrinsic
 
 from .policy_loss import PARTS
 from .reference import LOG_RATIO_CLAMP
 
 CHUNK = 16384
+BLOCK = 1024
+_FLAGS = {"reassoc", "nsz"}  # vectorised sums; NaN/inf semantics kept (they are counted, not assumed away)
+
+
+@numba.njit(inline="always", fastmath=_FLAGS)
+def _exp_f32(x):
+    """exp(x) for |x| <= 88 in fp32, branch-free (vectorisable)."""
+    t = x * np.float32(1.4426950408889634)
+    ki = np.int32(t + (np.float32(0.5) if t >= 0 else np.float32(-0.5)))  # round half away from zero
+    r = (t - np.float32(ki)) * np.float32(0.6931471805599453)
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    scale = np.int32((ki + np.int32(127)) << np.int32(23))
+    return p * _bits_to_f32(scale)
+
+
+@intrinsic
+def _bits_to_f32(typingctx, bits):
+    """Reinterpret an int32 as float32 (an LLVM bitcast; vectorises)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+    return types.float32(types.int32), codegen
 
 
 @numba.njit(inline="always")
-def _kl(lp, ref, kl_code):
-    """(KL, d KL / d lp) for kl_code 0 = low_var_kl, 1 = k1, 2 = k2."""
-    if kl_code == 1:
-        return lp - ref, 1.0
-    if kl_code == 2:
-        return 0.5 * (lp - ref) * (lp - ref), lp - ref
-    d = ref - lp
-    inner = -20.0 <= d <= 20.0
-    d = min(max(d, -20.0), 20.0)
-    e = math.exp(d)
-    k = e - d - 1.0
-    grad = (1.0 - e) if (inner and k <= 10.0) else 0.0
-    return min(max(k, -10.0), 10.0), grad
+def _exp_f64(x):
+    return math.exp(x)
 
 
-@numba.njit(parallel=True, cache=True)
-def _fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, has_ref, kl_code, lo, hi, c, kl_coef, ent_coef,
-           dlp, dent, parts):
-    n = lp.shape[0]
-    for ci in numba.prange(parts.shape[0]):
-        pg_s = kl_s = ent_s = w_s = wr_s = nlr_s = chi = clo = cdu = 0.0
-        rmin, rmax = np.inf, -np.inf
-        for i in range(ci * CHUNK, min(n, (ci + 1) * CHUNK)):
-            if w[i] == 0.0:  # outside the loss (may hold anything, NaN included)
-                dlp[i] = 0.0
-                dent[i] = 0.0
-                continue
-            lr = lp[i] - old[i]
-            r = math.exp(min(max(lr, -LOG_RATIO_CLAMP), LOG_RATIO_CLAMP))
-            g = 0.0
-            if r <= hi:
-                g -= pos[i]
-            if lo <= r <= c:
-                g -= neg[i]
-            g = g * r if abs(lr) <= LOG_RATIO_CLAMP else 0.0
-            pg_s += -pos[i] * min(r, hi) - neg[i] * min(max(r, lo), c)
-            if has_ref:
-                k, dk = _kl(lp[i], ref[i], kl_code)
-                g += kl_coef * w[i] * dk
-                kl_s += w[i] * k
-            dlp[i] = g
-            dent[i] = -ent_coef * w[i]
-            ent_s += w[i] * ent[i]
-            w_s += w[i]
-            wr_s += w[i] * r
-            nlr_s -= w[i] * lr
-            chi += wpos[i] if r > hi else 0.0
-            clo += wneg[i] if r < lo else 0.0
-            cdu += wneg[i] if r > c else 0.0
-            rmin, rmax = min(rmin, r), max(rmax, r)
-        parts[ci, 0], parts[ci, 1], parts[ci, 2], parts[ci, 3] = pg_s, kl_s, ent_s, w_s
-        parts[ci, 4], parts[ci, 5], parts[ci, 6], parts[ci, 7] = wr_s, nlr_s, chi, clo
-        parts[ci, 8], parts[ci, 9], parts[ci, 10] = cdu, rmin, rmax
+def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
+    """The fused kernel for one compute dtype (fp32: polynomial exp, fp64: math.exp). Each chunk is walked in
+    blocks: the exps of a block first (simple loops that vectorise), then one select-only pass for the loss,
+    gradients and sums."""
+    one, zero, big = dtype(1.0), dtype(0.0), dtype(np.inf)
+
+    @numba.njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def kernel(lp, old, ent, ref, a0, a1, w, w0, w1, lo, hi, c, kl_coef, ent_coef, clamp, dlp, dent, parts):
+        n = lp.shape[0]
+        for ci in numba.prange(parts.shape[0]):
+            rb = np.empty(BLOCK, dtype)  # ratio per token of the block
+            eb = np.empty(BLOCK, dtype)  # exp(ref - lp) per token (low_var_kl)
+            s_pg = s_kl = s_ent = s_w = s_wr = s_nlr = s_hi = s_lo = s_du = zero
+            b_lp = b_old = b_adv = b_ref = b_ent = zero
+            rmin, rmax = big, -big
+            for b0 in range(ci * CHUNK, min(n, (ci + 1) * CHUNK), BLOCK):
+                nb = min(BLOCK, n - b0)
+                for j in range(nb):
+                    i = b0 + j
+                    lr = (lp[i] - old[i]) if w[i] != zero else zero
+                    rb[j] = exp(min(max(lr, -clamp), clamp))
+                if has_ref and kl_code == 0:
+                    for j in range(nb):
+                        i = b0 + j
+                        d = (ref[i] - lp[i]) if w[i] != zero else zero
+                        eb[j] = exp(min(max(d, dtype(-20.0)), dtype(20.0)))
+                for j in range(nb):
+                    i = b0 + j
+                    wi = w[i]
+                    act = wi != zero
+                    if flat:
+                        a = a0[i] if act else zero
+                        pos, neg = (wi * a if a > zero else zero), (wi * a if a < zero else zero)
+                        wpos, wneg = (wi if a > zero else zero), (wi if a < zero else zero)
+                        adv_chk = a
+                    else:
+                        pos, neg = (a0[i] if act else zero), (a1[i] if act else zero)
+                        wpos, wneg = (w0[i] if act else zero), (w1[i] if act else zero)
+                        adv_chk = pos + neg
+                    x, y = (lp[i] if act else zero), (old[i] if act else zero)
+                    lr = x - y
+                    r = rb[j]
+                    g = -(pos if r <= hi else zero) - (neg if (r >= lo and r <= c) else zero)
+                    g = g * r if abs(lr) <= clamp else zero
+                    s_pg += -pos * min(r, hi) - neg * min(max(r, lo), c)
+                    if has_ref:
+                        z = ref[i] if act else zero
+                        if kl_code == 1:
+                            k, dk = x - z, one
+                        elif kl_code == 2:
+                            k, dk = dtype(0.5) * (x - z) * (x - z), x - z
+                        else:
+                            d = z - x
+                            dc = min(max(d, dtype(-20.0)), dtype(20.0))
+                            e = eb[j]
+                            k0 = e - dc - one
+                            k = min(max(k0, dtype(-10.0)), dtype(10.0))
+                            dk = (one - e) if (abs(d) <= dtype(20.0) and k0 <= dtype(10.0)) else zero
+                        g += kl_coef * wi * dk
+                        s_kl += wi * k
+                        b_ref += zero if abs(z) < big else one
+                    if has_ent:
+                        h = ent[i] if act else zero
+                        s_ent += wi * h
+                        b_ent += zero if abs(h) < big else one
+                    dlp[i] = g
+                    dent[i] = -ent_coef * wi
+                    s_w += wi
+                    s_wr += wi * r
+                    s_nlr -= wi * lr
+                    s_hi += wpos if r > hi else zero
+                    s_lo += wneg if r < lo else zero
+                    s_du += wneg if r > c else zero
+                    b_lp += zero if abs(x) < big else one
+                    b_old += zero if abs(y) < big else one
+                    b_adv += zero if abs(adv_chk) < big else one
+                    rmin = min(rmin, r if act else big)
+                    rmax = max(rmax, r if act else -big)
+            parts[ci, 0], parts[ci, 1], parts[ci, 2], parts[ci, 3] = s_pg, s_kl, s_ent, s_w
+            parts[ci, 4], parts[ci, 5], parts[ci, 6], parts[ci, 7] = s_wr, s_nlr, s_hi, s_lo
+            parts[ci, 8], parts[ci, 9], parts[ci, 10], parts[ci, 11] = s_du, b_lp, b_old, b_adv
+            parts[ci, 12], parts[ci, 13], parts[ci, 14], parts[ci, 15] = b_ref, b_ent, rmin, rmax
+
+    return kernel
 
 
-def fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, params):
-    """Per-token tensors [N] (CPU, fp32/fp64) -> (parts [chunks, 11] float64, d loss/d lp, d loss/d entropy)."""
+_EXP = {torch.float32: (_exp_f32, np.float32), torch.float64: (_exp_f64, np.float64)}
+
+
+@functools.cache
+def _kernel(dtype: torch.dtype, flat: bool, has_ent: bool, has_ref: bool, kl_code: int):
+    """One compiled kernel per (dtype, options): the options are compile-time constants, so the token loop has
+    no option branches left (compiled on first use, cached on disk by numba)."""
+    exp, np_dtype = _EXP[dtype]
+    return _make_kernel(exp, np_dtype, flat, has_ent, has_ref, kl_code if has_ref else 0)
+
+
+def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
+    """Per-token tensors [N] (CPU, fp32/fp64) -> (parts [chunks, len(PARTS)] float64, d/d lp, d/d entropy)."""
     n = lp.shape[0]
     dlp, dent = torch.empty_like(lp), torch.empty_like(lp)
     parts = torch.empty(max(1, -(-n // CHUNK)), len(PARTS), dtype=torch.float64)
-    lo, hi, c = params.bounds
-    arrays = [t.detach().numpy() for t in (lp, ent, old, pos, neg, w, wpos, wneg)]
-    ref_np = (ref if ref is not None else lp).detach().numpy()
-    _fused(*arrays, ref_np, ref is not None, params.kl_code, lo, hi, c, float(params.kl_coef),
-           float(params.entropy_coef), dlp.numpy(), dent.numpy(), parts.numpy())
+    arrays = [(t if t is not None else lp).detach().numpy() for t in (lp, old, ent, ref, a0, a1, w, w0, w1)]
+    scalar = arrays[0].dtype.type
+    lo, hi, c = (scalar(min(b, np.finfo(scalar).max)) for b in params.bounds)
+    kernel = _kernel(lp.dtype, flat, ent is not None, ref is not None, params.kl_code)
+    kernel(*arrays, lo, hi, c, scalar(params.kl_coef), scalar(params.entropy_coef), scalar(LOG_RATIO_CLAMP),
+           dlp.numpy(), dent.numpy(), parts.numpy())
     return parts, dlp, dent

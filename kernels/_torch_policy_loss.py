@@ -1,5 +1,5 @@
 """Vectorised torch implementation of the fused policy-loss pass (the fallback backend; the numba and Triton
-kernels compute exactly this per token). See policy_loss.py for the formula."""
+kernels compute exactly this per token). See policy_loss.py for the formula and the backend contract."""
 from __future__ import annotations
 
 import torch
@@ -20,17 +20,27 @@ def kl_and_grad(lp, ref, kl_code: int):
     return k.clamp(-10.0, 10.0), (1.0 - torch.exp(d)) * (inner & (k <= 10.0))
 
 
-def fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, params):
-    """Per-token arrays [N] -> (parts [1, 11] float64, d loss/d lp [N], d loss/d entropy [N])."""
+def split_advantages(a0, a1, w, w0, w1, flat: bool):
+    """(Σ w·A⁺, Σ w·A⁻, Σ w over A > 0, Σ w over A < 0) per token, from flat (advantages, weights) or packed."""
+    if not flat:
+        return a0, a1, w0, w1
+    pos, neg = (a0 > 0).to(w.dtype), (a0 < 0).to(w.dtype)
+    return w * a0 * pos, w * a0 * neg, w * pos, w * neg
+
+
+def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
+    """Per-token arrays [N] -> (parts [1, len(PARTS)] float64, d loss/d lp [N], d loss/d entropy [N])."""
     lo, hi, c = params.bounds
     active = w != 0  # tokens outside the loss may hold anything (NaN included): read as 0
-    lp, old, ent = (torch.where(active, t, 0.0) for t in (lp, old, ent))
-    ref = None if ref is None else torch.where(active, ref, 0.0)
+    bad = [(~torch.isfinite(t) & active).sum() if t is not None else lp.new_zeros(())
+           for t in (lp, old, a0 if flat else a0 + a1, ref, ent)]
+    clean = [None if t is None else torch.where(active, t, 0.0) for t in (lp, old, ent, ref, a0, a1)]
+    lp, old, ent, ref, a0, a1 = clean
+    pos, neg, wpos, wneg = split_advantages(a0, a1, w, w0, w1, flat)
     log_ratio = lp - old
     in_range = log_ratio.abs() <= LOG_RATIO_CLAMP
     r = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
-    f_pos, f_neg = torch.clamp(r, max=hi), torch.clamp(r, min=lo, max=c)
-    pg = -pos * f_pos - neg * f_neg
+    pg = -pos * torch.clamp(r, max=hi) - neg * torch.clamp(r, min=lo, max=c)
     dlp = (-pos * (r <= hi) - neg * ((r >= lo) & (r <= c))) * r * in_range
     kl = torch.zeros_like(lp)
     if ref is not None:
@@ -38,8 +48,8 @@ def fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, params):
         dlp = dlp + params.kl_coef * w * dkl
     big = torch.finfo(r.dtype).max
     parts = torch.stack([
-        pg.sum(), (w * kl).sum(), (w * ent).sum(), w.sum(), (w * r).sum(), (w * -log_ratio).sum(),
-        (wpos * (r > hi)).sum(), (wneg * (r < lo)).sum(), (wneg * (r > c)).sum(),
+        pg.sum(), (w * kl).sum(), (w * ent).sum() if ent is not None else lp.new_zeros(()), w.sum(), (w * r).sum(),
+        (w * -log_ratio).sum(), (wpos * (r > hi)).sum(), (wneg * (r < lo)).sum(), (wneg * (r > c)).sum(), *bad,
         torch.where(active, r, big).min() if lp.numel() else r.new_tensor(big),
         torch.where(active, r, -big).max() if lp.numel() else r.new_tensor(-big),
     ]).to(torch.float64)

@@ -34,8 +34,14 @@ def _kl_and_grad(lp, ref, KL_CODE: tl.constexpr):
 
 
 @triton.jit
-def _policy_loss_kernel(LP, ENT, OLD, POS, NEG, W, WPOS, WNEG, REF, DLP, DENT, PARTS_PTR, SCALARS, N,
-                        HAS_REF: tl.constexpr, KL_CODE: tl.constexpr, NPARTS: tl.constexpr, BLOCK: tl.constexpr):
+def _bad(x):
+    return tl.where((x == x) & (tl.abs(x) < float("inf")), 0.0, 1.0)
+
+
+@triton.jit
+def _policy_loss_kernel(LP, OLD, ENT, REF, A0, A1, W, W0, W1, DLP, DENT, PARTS_PTR, SCALARS, N,
+                        FLAT: tl.constexpr, HAS_ENT: tl.constexpr, HAS_REF: tl.constexpr, KL_CODE: tl.constexpr,
+                        NPARTS: tl.constexpr, BLOCK: tl.constexpr):
     # scalars in the data's dtype (fp64 stays exact): lo, hi, dual-clip bound, kl_coef, entropy_coef, clamp
     lo, hi, c = tl.load(SCALARS + 0), tl.load(SCALARS + 1), tl.load(SCALARS + 2)
     kl_coef, ent_coef, clamp = tl.load(SCALARS + 3), tl.load(SCALARS + 4), tl.load(SCALARS + 5)
@@ -43,25 +49,36 @@ def _policy_loss_kernel(LP, ENT, OLD, POS, NEG, W, WPOS, WNEG, REF, DLP, DENT, P
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     m = offs < N
     w = tl.load(W + offs, mask=m, other=0.0)
-    active = m & (w != 0.0)  # tokens outside the loss may hold anything (NaN included): not read
-    lp = tl.load(LP + offs, mask=active, other=0.0)
-    old = tl.load(OLD + offs, mask=active, other=0.0)
-    pos = tl.load(POS + offs, mask=m, other=0.0)
-    neg = tl.load(NEG + offs, mask=m, other=0.0)
+    act = m & (w != 0.0)  # tokens outside the loss may hold anything (NaN included): not read
+    zero = tl.zeros_like(w)
+    if FLAT:
+        a = tl.load(A0 + offs, mask=act, other=0.0)
+        pos, neg = tl.where(a > 0, w * a, zero), tl.where(a < 0, w * a, zero)
+        wpos, wneg = tl.where(a > 0, w, zero), tl.where(a < 0, w, zero)
+        bad_adv = _bad(a)
+    else:
+        pos, neg = tl.load(A0 + offs, mask=act, other=0.0), tl.load(A1 + offs, mask=act, other=0.0)
+        wpos, wneg = tl.load(W0 + offs, mask=act, other=0.0), tl.load(W1 + offs, mask=act, other=0.0)
+        bad_adv = _bad(pos + neg)
+    lp = tl.load(LP + offs, mask=act, other=0.0)
+    old = tl.load(OLD + offs, mask=act, other=0.0)
     lr = lp - old
     r = tl.exp(tl.minimum(tl.maximum(lr, -clamp), clamp))
-    g = -tl.where(r <= hi, pos, 0.0) - tl.where((r >= lo) & (r <= c), neg, 0.0)
-    g = tl.where(tl.abs(lr) <= clamp, g * r, 0.0)
+    g = -tl.where(r <= hi, pos, zero) - tl.where((r >= lo) & (r <= c), neg, zero)
+    g = tl.where(tl.abs(lr) <= clamp, g * r, zero)
     pg = -pos * tl.minimum(r, hi) - neg * tl.minimum(tl.maximum(r, lo), c)
-    kl = tl.zeros_like(lp)
+    kl = zero
+    bad_ref = zero
     if HAS_REF:
-        kl, dk = _kl_and_grad(lp, tl.load(REF + offs, mask=active, other=0.0), KL_CODE)
+        ref = tl.load(REF + offs, mask=act, other=0.0)
+        kl, dk = _kl_and_grad(lp, ref, KL_CODE)
         g += kl_coef * w * dk
+        bad_ref = _bad(ref)
+    ent = zero
+    if HAS_ENT:
+        ent = tl.load(ENT + offs, mask=act, other=0.0)
     tl.store(DLP + offs, g, mask=m)
     tl.store(DENT + offs, -ent_coef * w, mask=m)
-    ent = tl.load(ENT + offs, mask=active, other=0.0)
-    wpos = tl.load(WPOS + offs, mask=m, other=0.0)
-    wneg = tl.load(WNEG + offs, mask=m, other=0.0)
     row = PARTS_PTR + pid * NPARTS
     tl.store(row + 0, tl.sum(pg, axis=0))
     tl.store(row + 1, tl.sum(w * kl, axis=0))
@@ -69,22 +86,27 @@ def _policy_loss_kernel(LP, ENT, OLD, POS, NEG, W, WPOS, WNEG, REF, DLP, DENT, P
     tl.store(row + 3, tl.sum(w, axis=0))
     tl.store(row + 4, tl.sum(w * r, axis=0))
     tl.store(row + 5, tl.sum(-w * lr, axis=0))
-    tl.store(row + 6, tl.sum(tl.where(r > hi, wpos, 0.0), axis=0))
-    tl.store(row + 7, tl.sum(tl.where(r < lo, wneg, 0.0), axis=0))
-    tl.store(row + 8, tl.sum(tl.where(r > c, wneg, 0.0), axis=0))
-    tl.store(row + 9, tl.min(tl.where(active, r, float("inf")), axis=0))
-    tl.store(row + 10, tl.max(tl.where(active, r, float("-inf")), axis=0))
+    tl.store(row + 6, tl.sum(tl.where(r > hi, wpos, zero), axis=0))
+    tl.store(row + 7, tl.sum(tl.where(r < lo, wneg, zero), axis=0))
+    tl.store(row + 8, tl.sum(tl.where(r > c, wneg, zero), axis=0))
+    tl.store(row + 9, tl.sum(tl.where(act, _bad(lp), zero), axis=0))
+    tl.store(row + 10, tl.sum(tl.where(act, _bad(old), zero), axis=0))
+    tl.store(row + 11, tl.sum(tl.where(act, bad_adv, zero), axis=0))
+    tl.store(row + 12, tl.sum(tl.where(act, bad_ref, zero), axis=0))
+    tl.store(row + 13, tl.sum(tl.where(act, _bad(ent), zero), axis=0))
+    tl.store(row + 14, tl.min(tl.where(act, r, float("inf")), axis=0))
+    tl.store(row + 15, tl.max(tl.where(act, r, float("-inf")), axis=0))
 
 
-def fused(lp, ent, old, pos, neg, w, wpos, wneg, ref, params):
-    """Per-token tensors [N] (fp32/fp64) -> (parts [blocks, 11] float64, d loss/d lp, d loss/d entropy)."""
+def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
+    """Per-token tensors [N] (fp32/fp64) -> (parts [blocks, len(PARTS)] float64, d/d lp, d/d entropy)."""
     n = lp.shape[0]
     dlp, dent = torch.empty_like(lp), torch.empty_like(lp)
     blocks = max(1, triton.cdiv(n, BLOCK))
     parts = torch.empty(blocks, len(PARTS), dtype=lp.dtype, device=lp.device)
     scalars = torch.tensor([*params.bounds, params.kl_coef, params.entropy_coef, LOG_RATIO_CLAMP], dtype=lp.dtype,
                            device=lp.device)
-    _policy_loss_kernel[(blocks,)](lp, ent, old, pos, neg, w, wpos, wneg, lp if ref is None else ref, dlp, dent,
-                                   parts, scalars, n, HAS_REF=ref is not None, KL_CODE=params.kl_code,
-                                   NPARTS=len(PARTS), BLOCK=BLOCK)
+    args = [t if t is not None else lp for t in (lp, old, ent, ref, a0, a1, w, w0, w1)]
+    _policy_loss_kernel[(blocks,)](*args, dlp, dent, parts, scalars, n, FLAT=flat, HAS_ENT=ent is not None,
+                                   HAS_REF=ref is not None, KL_CODE=params.kl_code, NPARTS=len(PARTS), BLOCK=BLOCK)
     return parts.to(torch.float64), dlp, dent

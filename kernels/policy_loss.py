@@ -31,9 +31,10 @@ from .reference import LOG_RATIO_CLAMP
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 KL_TYPES = ("low_var_kl", "k1", "k2")
-# Layout of the partial sums every backend returns, [chunks, len(PARTS)]; the last two are min/max.
-PARTS = ("pg", "kl", "ent", "w", "w_ratio", "w_neg_log_ratio", "clip_high", "clip_low", "dual", "ratio_min",
-         "ratio_max")
+# Layout of the partial sums every backend returns, [chunks, len(PARTS)]: weighted sums, counts of non-finite
+# inputs on tokens in the loss (reported as errors), and the ratio min/max last.
+PARTS = ("pg", "kl", "ent", "w", "w_ratio", "w_neg_log_ratio", "clip_high", "clip_low", "dual", "bad_logprobs",
+         "bad_old_logprobs", "bad_advantages", "bad_ref_logprobs", "bad_entropy", "ratio_min", "ratio_max")
 _MODULES = {"numba": "._numba_policy_loss", "triton": "._triton_policy_loss", "torch": "._torch_policy_loss"}
 
 
@@ -77,27 +78,40 @@ def kernel_module(backend: str):
 
 
 class PolicyLossFunction(torch.autograd.Function):
-    """Runs a backend's fused pass (loss parts and both gradients at once); backward only scales them."""
+    """Runs a backend's fused pass (loss parts and both gradients at once); backward only scales them.
+
+    Backend contract: fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat) on [N] tensors of one float dtype
+    (ent, ref may be None). flat=True: a0 = advantages, w = aggregation weights (a1, w0, w1 unused); flat=False:
+    a0/a1 = adv_pos/adv_neg, w = weight, w0/w1 = weight_pos/weight_neg. Returns (parts [chunks, len(PARTS)]
+    float64, d loss/d lp [N], d loss/d entropy [N])."""
 
     @staticmethod
-    def forward(ctx, logprobs, entropy, old, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref, params,
-                backend):
-        parts, dlp, dent = kernel_module(backend).fused(logprobs, entropy, old, adv_pos, adv_neg, weight,
-                                                        weight_pos, weight_neg, ref, params)
-        sums = parts[:, :-2].sum(0)
+    def forward(ctx, lp, ent, old, ref, a0, a1, w, w0, w1, params, backend, flat):
+        parts, dlp, dent = kernel_module(backend).fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat)
+        _raise_on_bad_inputs(parts, flat)
+        sums = parts[:, :9].sum(0)
         loss = sums[0] + params.kl_coef * sums[1] - params.entropy_coef * sums[2]
         ctx.save_for_backward(dlp, dent)
         ctx.mark_non_differentiable(parts)
-        return loss.to(logprobs.dtype), parts
+        return loss.to(lp.dtype), parts
 
     @staticmethod
     def backward(ctx, g_loss, _g_parts):
         dlp, dent = ctx.saved_tensors
-        return (g_loss * dlp, g_loss * dent) + (None,) * 9
+        return (g_loss * dlp, g_loss * dent if ctx.needs_input_grad[1] else None) + (None,) * 10
+
+
+def _raise_on_bad_inputs(parts: torch.Tensor, flat: bool) -> None:
+    """NaN/inf on tokens that count in the loss, counted by the kernel: an error naming the tensor (one sync)."""
+    counts = parts[:, 9:14].sum(0).tolist()
+    names = ["logprobs", "old_logprobs", "advantages" if flat else "adv_pos/adv_neg", "ref_logprobs", "entropy"]
+    for name, count in zip(names, counts):
+        if count:
+            raise ValueError(f"{name} has {int(count)} NaN or inf values on tokens that count in the loss")
 
 
 def _metrics(parts: torch.Tensor, has_wsplit: bool, has_ref: bool, has_ent: bool) -> dict[str, torch.Tensor]:
-    sums = dict(zip(PARTS[:-2], parts[:, :-2].sum(0)))
+    sums = dict(zip(PARTS[:9], parts[:, :9].sum(0)))
     w = sums["w"].clamp_min(1e-30)
     out = {"pg_loss": sums["pg"], "approx_kl": sums["w_neg_log_ratio"] / w, "ratio_mean": sums["w_ratio"] / w,
            "ratio_min": parts[:, -2].min(), "ratio_max": parts[:, -1].max()}
@@ -123,45 +137,34 @@ def _check_tensor(name: str, t, like: torch.Tensor, float_only: bool = True) -> 
         raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
 
 
-def _check_finite(tensors: dict[str, torch.Tensor], active: torch.Tensor) -> None:
-    """Non-finite values where a token counts (weight != 0) are an error naming the tensor; one sync."""
-    names = list(tensors)
-    bad = torch.stack([(~torch.isfinite(tensors[n]) & active).any() for n in names]).tolist()
-    for name, is_bad in zip(names, bad):
-        if is_bad:
-            raise ValueError(f"{name} has NaN or inf values on tokens that count in the loss")
-
-
-def _run(logprobs, old, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref, entropy, params, backend):
-    if params.kl_coef != 0.0 and ref is None:
+def _run(tensors: dict, params: PolicyLossParams, backend: str, flat: bool):
+    """tensors: lp, old, ent, ref, a0, a1, w, w0, w1 (see PolicyLossFunction), shapes already checked."""
+    if params.kl_coef != 0.0 and tensors["ref"] is None:
         raise ValueError("kl_coef != 0 needs ref_logprobs")
-    if params.entropy_coef != 0.0 and entropy is None:
+    if params.entropy_coef != 0.0 and tensors["ent"] is None:
         raise ValueError("entropy_coef != 0 needs entropy")
-    active = weight != 0
-    named = {"logprobs": logprobs, "old_logprobs": old, "ref_logprobs": ref, "entropy": entropy}
-    _check_finite({k: v for k, v in named.items() if v is not None}, active)
-    backend = resolve_backend(backend, logprobs.device)
-    acc = torch.float64 if logprobs.dtype == torch.float64 else torch.float32
-    flat = [None if t is None else t.reshape(-1).to(acc).contiguous()
-            for t in (logprobs, entropy, old, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref)]
-    has_wsplit = weight_pos is not None
+    lp = tensors["lp"]
+    backend = resolve_backend(backend, lp.device)
+    acc = torch.float64 if lp.dtype == torch.float64 else torch.float32
+    t = {k: None if v is None else v.reshape(-1).to(acc).contiguous() for k, v in tensors.items()}
+    has_wsplit = flat or t["w0"] is not None
     if not has_wsplit:
-        flat[6] = flat[7] = torch.zeros_like(flat[5])
-    if entropy is None:
-        flat[1] = torch.zeros_like(flat[0])
-    loss, parts = PolicyLossFunction.apply(*flat, params, backend)
-    return loss, _metrics(parts, has_wsplit, ref is not None, entropy is not None)
+        t["w0"] = t["w1"] = t["w"]  # clip fractions are not reported without them
+    loss, parts = PolicyLossFunction.apply(t["lp"], t["ent"], t["old"], t["ref"], t["a0"], t["a1"], t["w"],
+                                           t["w0"], t["w1"], params, backend, flat)
+    return loss, _metrics(parts, has_wsplit, t["ref"] is not None, t["ent"] is not None)
 
 
 # ---- public API ---------------------------------------------------------------------------------------------
-def flat_weights(mask: torch.Tensor, agg: str, seq_index: torch.Tensor | None = None) -> torch.Tensor:
-    """Aggregation weight of each token (0 off the mask), float64: the loss is Σ w·loss_token. Sequences are the
-    rows of a 2-D mask or the ids in `seq_index` (1-D); sequences without tokens are not counted."""
+def flat_weights(mask: torch.Tensor, agg: str, seq_index: torch.Tensor | None = None,
+                 dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Aggregation weight of each token (0 off the mask): the loss is Σ w·loss_token. Sequences are the rows of a
+    2-D mask or the ids in `seq_index` (1-D); sequences without tokens are not counted."""
     if agg not in AGG_MODES:
         raise ValueError(f"unknown agg {agg!r}: expected one of {', '.join(AGG_MODES)}")
-    m = (mask != 0).to(torch.float64)
+    m = (mask != 0).to(dtype)
     if agg == "token-mean":
-        return m / m.sum().clamp_min(1.0)
+        return m.div_(m.sum().clamp_min(1.0))
     ids = _sequence_ids(m, agg, seq_index)
     per_seq = torch.zeros(int(ids.max()) + 1 if ids.numel() else 0, dtype=m.dtype, device=m.device)
     per_seq.index_add_(0, ids.reshape(-1), m.reshape(-1))
@@ -195,12 +198,11 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_
         if t is not None:
             _check_tensor(name, t, logprobs)
     _check_tensor("mask", mask, logprobs, float_only=False)
-    _check_finite({"advantages": advantages}, mask != 0)
-    w = flat_weights(mask, agg, seq_index).to(logprobs.device)
-    a = advantages.to(w.dtype)
-    pos, neg = (a > 0).to(w.dtype), (a < 0).to(w.dtype)
-    return _run(logprobs, old_logprobs, w * a * pos, w * a * neg, w, w * pos, w * neg, ref_logprobs, entropy,
-                params, backend)
+    acc = torch.float64 if logprobs.dtype == torch.float64 else torch.float32
+    w = flat_weights(mask, agg, seq_index, dtype=acc)
+    tensors = dict(lp=logprobs, old=old_logprobs, ent=entropy, ref=ref_logprobs, a0=advantages, a1=None, w=w,
+                   w0=None, w1=None)
+    return _run(tensors, params, backend, flat=True)
 
 
 def policy_loss_packed(logprobs, old_logprobs, adv_pos, adv_neg, weight, *, weight_pos=None, weight_neg=None,
@@ -218,6 +220,6 @@ def policy_loss_packed(logprobs, old_logprobs, adv_pos, adv_neg, weight, *, weig
             _check_tensor(name, t, logprobs)
     if (weight_pos is None) != (weight_neg is None):
         raise ValueError("give both weight_pos and weight_neg, or neither")
-    _check_finite({k: named[k] for k in ("adv_pos", "adv_neg", "weight")}, torch.ones_like(weight, dtype=torch.bool))
-    return _run(logprobs, old_logprobs, adv_pos, adv_neg, weight, weight_pos, weight_neg, ref_logprobs, entropy,
-                params, backend)
+    tensors = dict(lp=logprobs, old=old_logprobs, ent=entropy, ref=ref_logprobs, a0=adv_pos, a1=adv_neg, w=weight,
+                   w0=weight_pos, w1=weight_neg)
+    return _run(tensors, params, backend, flat=False)

@@ -277,21 +277,22 @@ def test_group_advantages_match_the_tree():
         (dict(kl_coef=0.1, ref_logprobs=None), r"kl_coef != 0 needs ref_logprobs"),
         (dict(entropy_coef=0.1), r"entropy_coef != 0 needs entropy"),
         (dict(backend="cuda"), r"unknown backend 'cuda'"),
-        (dict(nan_in="old_logprobs"), r"old_logprobs has NaN or inf values on tokens that count"),
-        (dict(nan_in="advantages"), r"advantages has NaN or inf"),
-        (dict(nan_in="ref_logprobs", kl_coef=0.1), r"ref_logprobs has NaN or inf"),
+        (dict(nan_in="old_logprobs"), r"old_logprobs has 1 NaN or inf values on tokens that count"),
+        (dict(nan_in="advantages"), r"advantages has 1 NaN or inf"),
+        (dict(nan_in="ref_logprobs", kl_coef=0.1), r"ref_logprobs has 1 NaN or inf"),
+        (dict(nan_in="logprobs"), r"^logprobs has 1 NaN or inf"),
     ],
 )
 def test_bad_inputs(change, message):
     lp, old, adv, mask, ref, ent = batch()
-    kw = dict(old_logprobs=old, advantages=adv, mask=mask, ref_logprobs=ref)
+    kw = dict(logprobs=lp, old_logprobs=old, advantages=adv, mask=mask, ref_logprobs=ref)
     nan_in = change.pop("nan_in", None)
     kw.update(change)
     if nan_in:
         kw[nan_in] = kw[nan_in].clone()
-        kw[nan_in][mask.nonzero()[0].tolist()[0], mask.nonzero()[0].tolist()[1]] = float("nan")
+        kw[nan_in][tuple(mask.nonzero()[0].tolist())] = float("nan")
     with pytest.raises((ValueError, TypeError), match=message):
-        policy_loss(lp, **kw)
+        policy_loss(**kw)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -322,3 +323,15 @@ def test_seq_modes_need_sequences():
                        seq_index=seq)
     b, _ = policy_loss(lp, old, adv, mask, agg="seq-mean-token-sum")
     torch.testing.assert_close(a, b, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("name", ["logprobs", "old_logprobs", "advantages", "ref_logprobs", "entropy"])
+def test_every_backend_names_the_non_finite_tensor(backend, name):
+    dev = device_for(backend)
+    lp, old, adv, mask, ref, ent = (t.to(dev) for t in batch())
+    kw = dict(logprobs=lp, old_logprobs=old, advantages=adv, mask=mask, ref_logprobs=ref, entropy=ent)
+    kw[name] = kw[name].clone()
+    kw[name][tuple(mask.nonzero()[1].tolist())] = float("inf")
+    with pytest.raises(ValueError, match=rf"^{name} has 1 NaN or inf values"):
+        policy_loss(**kw, kl_coef=0.1, entropy_coef=0.01, backend=backend)

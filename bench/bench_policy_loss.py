@@ -1,0 +1,116 @@
+"""Fused policy loss vs the torch eager chain, and tree-packed vs flat, side by side in one run.
+
+CPU: N = 1M tokens, forward + backward, with dual clip, low-variance KL and an entropy bonus: torch eager
+(the verl-style reference through autograd) vs the vectorised torch backend vs numba. Packed vs flat: the same
+synthetic ARPO trees (sharing ratio >= 2) through policy_loss on the flat batch and policy_loss_packed on the
+packed batch (numba). GPU (CUDA only, scripts/gpu_check.sh): triton vs torch eager at N = 1M.
+ARPO_BENCH_SMALL=1 shrinks the shapes.
+"""
+import os
+import platform
+
+import numpy as np
+import pytest
+import torch
+
+from arpo.tree import TrajectoryTree, flatten_trees, pack_trees
+from arpo.tree.synthetic import build_tree, rollout_script
+from arpo_kernels import policy_loss, policy_loss_packed, policy_loss_reference
+
+SMALL = os.environ.get("ARPO_BENCH_SMALL") == "1"
+N = 1 << (14 if SMALL else 20)
+CUDA = torch.cuda.is_available()
+OPTS = dict(clip_low=0.2, clip_high=0.28, dual_clip=3.0, kl_coef=0.05, kl_type="low_var_kl", entropy_coef=0.01)
+BYTES_PER_TOKEN = 5 * 4 + 1 + 2 * 4  # read lp, old, adv, ref, entropy (fp32) + mask; write two gradients
+
+
+def inputs(n, device):
+    g = torch.Generator().manual_seed(0)
+    lp = -torch.rand(n, generator=g) * 3
+    t = dict(old=lp + torch.randn(n, generator=g) * 0.2, adv=torch.randn(n, generator=g),
+             mask=torch.rand(n, generator=g) > 0.2, ref=lp + torch.randn(n, generator=g) * 0.2,
+             ent=torch.rand(n, generator=g) * 3)
+    return lp.to(device), {k: v.to(device) for k, v in t.items()}
+
+
+def flat_step(provider, lp, t, sync):
+    def run():
+        x, e = lp.detach().requires_grad_(), t["ent"].detach().requires_grad_()
+        if provider == "torch-eager":
+            loss = policy_loss_reference(x, t["old"], t["adv"], t["mask"], ref_logprobs=t["ref"], entropy=e, **OPTS)
+        else:
+            loss, _ = policy_loss(x, t["old"], t["adv"], t["mask"], ref_logprobs=t["ref"], entropy=e,
+                                  backend=provider, **OPTS)
+        loss.backward()
+        if sync:
+            torch.cuda.synchronize()
+    return run
+
+
+def info(benchmark, tokens):
+    benchmark.extra_info.update({
+        "tokens": tokens, "GB_per_s": round(tokens * BYTES_PER_TOKEN / benchmark.stats.stats.mean / 1e9, 2),
+        "torch": torch.__version__, "python": platform.python_version(),
+        "device": torch.cuda.get_device_name(0) if CUDA else (platform.processor() or platform.machine()),
+    })
+
+
+@pytest.mark.parametrize("provider", ["torch-eager", "torch", "numba"])
+def test_cpu_policy_loss(benchmark, provider):
+    benchmark.group = f"cpu policy_loss fwd+bwd N={N} fp32"
+    lp, t = inputs(N, "cpu")
+    run = flat_step(provider, lp, t, False)
+    run()
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    info(benchmark, N)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run scripts/gpu_check.sh on a GPU machine)")
+@pytest.mark.parametrize("provider", ["torch-eager", "triton"])
+def test_gpu_policy_loss(benchmark, provider):
+    benchmark.group = f"gpu policy_loss fwd+bwd N={N} fp32"
+    lp, t = inputs(N, "cuda")
+    run = flat_step(provider, lp, t, True)
+    run()
+    benchmark.pedantic(run, rounds=20, warmup_rounds=2)
+    info(benchmark, N)
+
+
+@pytest.fixture(scope="module")
+def trees():
+    rng = np.random.default_rng(0)
+    prompts = 8 if SMALL else 64
+    # 16 leaves (8 initial paths), 4 tool turns, 128-token segments, 512-token prompts: sharing ratio ~2.06
+    return [build_tree(TrajectoryTree, rollout_script(rng, 16, 8, 4, 128, prompt_tokens=512)) for _ in range(prompts)]
+
+
+@pytest.mark.parametrize("layout", ["flat", "packed"])
+def test_packed_vs_flat(benchmark, trees, layout):
+    benchmark.group = "policy_loss on ARPO trees, flat rows vs tree-packed (numba, fwd+bwd)"
+    f, p = flatten_trees(trees), pack_trees(trees)
+    g = torch.Generator().manual_seed(1)
+    if layout == "flat":
+        mask = torch.from_numpy(f.loss_mask).reshape(-1)
+        adv = torch.from_numpy(f.advantages).reshape(-1)
+        n = mask.numel()
+    else:
+        n = p.num_tokens
+        arrays = {k: torch.from_numpy(getattr(p, k)) for k in ("adv_pos", "adv_neg", "loss_weight")}
+    lp = -torch.rand(n, generator=g) * 3
+    old = lp + torch.randn(n, generator=g) * 0.2
+
+    def run():
+        x = lp.detach().requires_grad_()
+        if layout == "flat":
+            loss, _ = policy_loss(x, old, adv, mask, clip_high=0.28, backend="numba")
+        else:
+            loss, _ = policy_loss_packed(x, old, arrays["adv_pos"], arrays["adv_neg"], arrays["loss_weight"],
+                                         clip_high=0.28, backend="numba")
+        loss.backward()
+
+    run()
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    unique, flat_tokens = p.num_tokens, sum(t.num_tokens(False) for t in trees)
+    info(benchmark, n)
+    benchmark.extra_info.update({"unique_tokens": unique, "flat_tokens": flat_tokens,
+                                 "sharing_ratio": round(flat_tokens / unique, 2), "padded_flat_tokens": f.input_ids.size})

@@ -4,8 +4,7 @@ Per row (z = x / T) the forward keeps a running max m, s = Σ exp(z - m) and u =
 lse = m + log s, H = log s - u / s and Σ p z = m + u / s; the backward re-reads the row once:
 dz_j = g_lp (1[j = y] - p_j) - g_H p_j (z_j - Σ p z), dx = dz / T.
 
-fp32 rows use a branch-free exp (Cody-Waite range reduction, degree-7 Taylor polynomial, exponent bits built
-in an int32 buffer) that LLVM vectorises; it is accurate to ~2 ulp. fp64 rows use math.exp (gradcheck).
+fp32 rows use the vectorisable exp of _numba_math (~2 ulp); fp64 rows use math.exp (gradcheck).
 fp16/bf16 logits are widened to fp32 a bounded block of rows at a time by the launcher (never [N, V] fp32).
 """
 from __future__ import annotations
@@ -16,38 +15,23 @@ import numba
 import numpy as np
 import torch
 
+from ._numba_math import exp_f32
+
 BLOCK = 1024  # columns per inner block (scratch buffers are per row, in cache)
 HALF_CHUNK_ELEMS = 1 << 24  # fp16/bf16: rows widened to fp32 at a time, ~64 MB of scratch
-_LOG2E = 1.4426950408889634
-_LN2 = 0.6931471805599453
 _REDUCE = {"reassoc", "nsz"}  # lets LLVM vectorise the block sums (reassociation only; inf/nan semantics kept)
 
 
 @numba.njit(inline="always", fastmath=_REDUCE)
-def _exp_block_f32(z, shift, n, out, kbuf):
+def _exp_block_f32(z, shift, n, out):
     """out[j] = exp(z[j] - shift) for j < n (fp32, vectorisable); -inf gives ~0."""
     sh = np.float32(shift)
     for j in range(n):
-        t = max((z[j] - sh) * np.float32(_LOG2E), np.float32(-125.0))  # t < 0.5: shift >= max z
-        ki = -np.int32(np.float32(0.5) - t)  # round to nearest by truncation (fptosi vectorises, floor may not)
-        r = (t - np.float32(ki)) * np.float32(_LN2)
-        p = np.float32(1.0 / 5040.0)
-        p = p * r + np.float32(1.0 / 720.0)
-        p = p * r + np.float32(1.0 / 120.0)
-        p = p * r + np.float32(1.0 / 24.0)
-        p = p * r + np.float32(1.0 / 6.0)
-        p = p * r + np.float32(0.5)
-        p = p * r + np.float32(1.0)
-        p = p * r + np.float32(1.0)
-        out[j] = p
-        kbuf[j] = (ki + np.int32(127)) << np.int32(23)
-    scale = kbuf[:n].view(np.float32)
-    for j in range(n):
-        out[j] *= scale[j]
+        out[j] = exp_f32(max(z[j] - sh, np.float32(-87.0)))
 
 
 @numba.njit(inline="always")
-def _exp_block_f64(z, shift, n, out, kbuf):
+def _exp_block_f64(z, shift, n, out):
     for j in range(n):
         out[j] = math.exp(z[j] - shift)
 
@@ -65,7 +49,6 @@ def _make_kernels(exp_block, dtype):
                 continue
             z = np.empty(BLOCK, dtype)
             e = np.empty(BLOCK, dtype)
-            kbuf = np.empty(BLOCK, np.int32)
             m, s, u = -np.inf, 0.0, 0.0  # running max and sums in fp64; the block work in `dtype`
             for j0 in range(0, vocab, BLOCK):
                 n = min(BLOCK, vocab - j0)
@@ -80,7 +63,7 @@ def _make_kernels(exp_block, dtype):
                         s = a * s
                     m = float(bm)
                 mb = dtype(m)
-                exp_block(z, mb, n, e, kbuf)
+                exp_block(z, mb, n, e)
                 bs, bu = dtype(0.0), dtype(0.0)
                 for j in range(n):
                     d = z[j] - mb
@@ -105,14 +88,13 @@ def _make_kernels(exp_block, dtype):
                 continue
             z = np.empty(BLOCK, dtype)
             p = np.empty(BLOCK, dtype)
-            kbuf = np.empty(BLOCK, np.int32)
             a, b = dtype(g_lp[i] * inv_t), dtype(g_h[i] * inv_t)
             c, shift = dtype(mz[i]), dtype(lse[i])
             for j0 in range(0, vocab, BLOCK):
                 n = min(BLOCK, vocab - j0)
                 for j in range(n):
                     z[j] = x[i, j0 + j] * inv_t
-                exp_block(z, shift, n, p, kbuf)
+                exp_block(z, shift, n, p)
                 for j in range(n):  # into the scratch first: dx may alias x, which blocks vectorisation
                     p[j] = -(a + b * (z[j] - c)) * p[j]
                 for j in range(n):

@@ -1,9 +1,8 @@
 """numba CPU kernel of the fused policy-loss pass: chunks of tokens in parallel, each writing its gradients and
 one row of partial sums (summed afterwards in a fixed order, so results do not depend on thread timing).
 
-Same per-token math as _torch_policy_loss.py. The token loop is branch-free (selects) so that LLVM vectorises
-it; fp32 inputs use a polynomial exp (range reduction to [-ln2/2, ln2/2], degree-7 Taylor, ~2 ulp), fp64
-inputs math.exp (gradcheck). Tokens with weight 0 contribute nothing: their values (NaN included) are selected
+Same per-token math as _torch_policy_loss.py. The token loop is branch-free (selects); fp32 inputs use the
+vectorisable exp of _numba_math, fp64 inputs math.exp (gradcheck). Tokens with weight 0 contribute nothing: their values (NaN included) are selected
 away, never used.
 """
 from __future__ import annotations
@@ -14,42 +13,14 @@ import math
 import numba
 import numpy as np
 import torch
-from llvmlite import ir as llvm_ir
-from numba import types
-from numba.extending import intrinsic
 
+from ._numba_math import exp_f32
 from .policy_loss import PARTS
 from .reference import LOG_RATIO_CLAMP
 
 CHUNK = 16384
 BLOCK = 1024
 _FLAGS = {"reassoc", "nsz"}  # vectorised sums; NaN/inf semantics kept (they are counted, not assumed away)
-
-
-@numba.njit(inline="always", fastmath=_FLAGS)
-def _exp_f32(x):
-    """exp(x) for |x| <= 88 in fp32, branch-free (vectorisable)."""
-    t = x * np.float32(1.4426950408889634)
-    ki = np.int32(t + (np.float32(0.5) if t >= 0 else np.float32(-0.5)))  # round half away from zero
-    r = (t - np.float32(ki)) * np.float32(0.6931471805599453)
-    p = np.float32(1.0 / 5040.0)
-    p = p * r + np.float32(1.0 / 720.0)
-    p = p * r + np.float32(1.0 / 120.0)
-    p = p * r + np.float32(1.0 / 24.0)
-    p = p * r + np.float32(1.0 / 6.0)
-    p = p * r + np.float32(0.5)
-    p = p * r + np.float32(1.0)
-    p = p * r + np.float32(1.0)
-    scale = np.int32((ki + np.int32(127)) << np.int32(23))
-    return p * _bits_to_f32(scale)
-
-
-@intrinsic
-def _bits_to_f32(typingctx, bits):
-    """Reinterpret an int32 as float32 (an LLVM bitcast; vectorises)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], llvm_ir.FloatType())
-    return types.float32(types.int32), codegen
 
 
 @numba.njit(inline="always")
@@ -143,7 +114,7 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
     return kernel
 
 
-_EXP = {torch.float32: (_exp_f32, np.float32), torch.float64: (_exp_f64, np.float64)}
+_EXP = {torch.float32: (exp_f32, np.float32), torch.float64: (_exp_f64, np.float64)}
 
 
 @functools.cache

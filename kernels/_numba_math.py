@@ -1,0 +1,35 @@
+"""Shared numba helpers: a branch-free fp32 exp that LLVM vectorises (numba's math.exp is a scalar libm call
+here; there is no SVML), built from Cody-Waite range reduction, a degree-7 Taylor polynomial on
+[-ln2/2, ln2/2] (~2 ulp) and the exponent bits set by an LLVM bitcast."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir as llvm_ir
+from numba import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def bits_to_f32(typingctx, bits):
+    """Reinterpret an int32 as float32 (an LLVM bitcast; vectorises)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@numba.njit(inline="always", fastmath={"reassoc", "nsz"})
+def exp_f32(x):
+    """exp(x) in fp32 for x in [-87, 88] (clamp first); -inf must be clamped by the caller."""
+    t = x * np.float32(1.4426950408889634)
+    ki = np.int32(t + (np.float32(0.5) if t >= 0 else np.float32(-0.5)))  # round half away from zero
+    r = (t - np.float32(ki)) * np.float32(0.6931471805599453)
+    p = np.float32(1.0 / 5040.0)
+    p = p * r + np.float32(1.0 / 720.0)
+    p = p * r + np.float32(1.0 / 120.0)
+    p = p * r + np.float32(1.0 / 24.0)
+    p = p * r + np.float32(1.0 / 6.0)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    return p * bits_to_f32(np.int32((ki + np.int32(127)) << np.int32(23)))

@@ -28,11 +28,23 @@ def _exp_f64(x):
     return math.exp(x)
 
 
+@numba.njit(fastmath={"nnan", "nsz", "reassoc"})
+def _block_minmax(rb, w, b0, nb, rmin, rmax, sentinel):
+    """Ratio min/max over the active tokens of a block. Kept out of the main loop: float min/max reductions
+    only vectorise when NaN may be assumed away, which is safe here (a NaN ratio raises an error anyway)."""
+    for j in range(nb):
+        act = w[b0 + j] != 0
+        rmin = min(rmin, rb[j] if act else sentinel)
+        rmax = max(rmax, rb[j] if act else -sentinel)
+    return rmin, rmax
+
+
 def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
     """The fused kernel for one compute dtype (fp32: polynomial exp, fp64: math.exp). Each chunk is walked in
     blocks: the exps of a block first (simple loops that vectorise), then one select-only pass for the loss,
-    gradients and sums."""
+    gradients and sums, then the ratio min/max."""
     one, zero, big = dtype(1.0), dtype(0.0), dtype(np.inf)
+    sentinel = dtype(np.finfo(dtype).max)
 
     @numba.njit(parallel=True, fastmath=_FLAGS, cache=True)
     def kernel(lp, old, ent, ref, a0, a1, w, w0, w1, lo, hi, c, kl_coef, ent_coef, clamp, dlp, dent, parts):
@@ -42,7 +54,7 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
             eb = np.empty(BLOCK, dtype)  # exp(ref - lp) per token (low_var_kl)
             s_pg = s_kl = s_ent = s_w = s_wr = s_nlr = s_hi = s_lo = s_du = zero
             b_lp = b_old = b_adv = b_ref = b_ent = zero
-            rmin, rmax = big, -big
+            rmin, rmax = sentinel, -sentinel
             for b0 in range(ci * CHUNK, min(n, (ci + 1) * CHUNK), BLOCK):
                 nb = min(BLOCK, n - b0)
                 for j in range(nb):
@@ -60,32 +72,39 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
                     act = wi != zero
                     if flat:
                         a = a0[i] if act else zero
-                        pos, neg = (wi * a if a > zero else zero), (wi * a if a < zero else zero)
-                        wpos, wneg = (wi if a > zero else zero), (wi if a < zero else zero)
+                        pos = wi * a if a > zero else zero
+                        neg = wi * a if a < zero else zero
+                        wpos = wi if a > zero else zero
+                        wneg = wi if a < zero else zero
                         adv_chk = a
                     else:
-                        pos, neg = (a0[i] if act else zero), (a1[i] if act else zero)
-                        wpos, wneg = (w0[i] if act else zero), (w1[i] if act else zero)
+                        pos = a0[i] if act else zero
+                        neg = a1[i] if act else zero
+                        wpos = w0[i] if act else zero
+                        wneg = w1[i] if act else zero
                         adv_chk = pos + neg
-                    x, y = (lp[i] if act else zero), (old[i] if act else zero)
+                    x = lp[i] if act else zero
+                    y = old[i] if act else zero
                     lr = x - y
                     r = rb[j]
-                    g = -(pos if r <= hi else zero) - (neg if (r >= lo and r <= c) else zero)
+                    g = -(pos if r <= hi else zero) - (neg if ((r >= lo) & (r <= c)) else zero)
                     g = g * r if abs(lr) <= clamp else zero
                     s_pg += -pos * min(r, hi) - neg * min(max(r, lo), c)
                     if has_ref:
                         z = ref[i] if act else zero
                         if kl_code == 1:
-                            k, dk = x - z, one
+                            k = x - z
+                            dk = one
                         elif kl_code == 2:
-                            k, dk = dtype(0.5) * (x - z) * (x - z), x - z
+                            k = dtype(0.5) * (x - z) * (x - z)
+                            dk = x - z
                         else:
                             d = z - x
                             dc = min(max(d, dtype(-20.0)), dtype(20.0))
                             e = eb[j]
                             k0 = e - dc - one
                             k = min(max(k0, dtype(-10.0)), dtype(10.0))
-                            dk = (one - e) if (abs(d) <= dtype(20.0) and k0 <= dtype(10.0)) else zero
+                            dk = (one - e) if ((abs(d) <= dtype(20.0)) & (k0 <= dtype(10.0))) else zero
                         g += kl_coef * wi * dk
                         s_kl += wi * k
                         b_ref += zero if abs(z) < big else one
@@ -104,8 +123,7 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
                     b_lp += zero if abs(x) < big else one
                     b_old += zero if abs(y) < big else one
                     b_adv += zero if abs(adv_chk) < big else one
-                    rmin = min(rmin, r if act else big)
-                    rmax = max(rmax, r if act else -big)
+                rmin, rmax = _block_minmax(rb, w, b0, nb, rmin, rmax, sentinel)
             parts[ci, 0], parts[ci, 1], parts[ci, 2], parts[ci, 3] = s_pg, s_kl, s_ent, s_w
             parts[ci, 4], parts[ci, 5], parts[ci, 6], parts[ci, 7] = s_wr, s_nlr, s_hi, s_lo
             parts[ci, 8], parts[ci, 9], parts[ci, 10], parts[ci, 11] = s_du, b_lp, b_old, b_adv

@@ -51,15 +51,18 @@ class LinearLogprobEntropyFunction(torch.autograd.Function):
         hidden, weight, targets, lse, mz = ctx.saved_tensors
         g_lp = torch.zeros_like(lse) if g_lp is None else g_lp.to(lse.dtype).contiguous()
         g_h = torch.zeros_like(lse) if g_h is None else g_h.to(lse.dtype).contiguous()
-        grad_hidden = torch.empty_like(hidden)
-        grad_weight = torch.zeros_like(weight)
+        want_hidden, want_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]  # e.g. a frozen LM head
+        grad_hidden = torch.empty_like(hidden) if want_hidden else None
+        grad_weight = torch.zeros_like(weight) if want_weight else None
         kern, p = kernel_module(ctx.backend), ctx.params
         for r0, r1 in _chunks(hidden.shape[0], ctx.chunk):
             tile = hidden[r0:r1] @ weight.T
             kern.backward(tile, targets[r0:r1], g_lp[r0:r1], g_h[r0:r1], lse[r0:r1], mz[r0:r1],
                           p.temperature, p.ignore_index, tile)  # tile now holds d(loss)/d(logits)
-            torch.matmul(tile, weight, out=grad_hidden[r0:r1])
-            grad_weight.addmm_(tile.T, hidden[r0:r1])  # GEMM accumulates in fp32, rounds once per tile
+            if want_hidden:
+                torch.matmul(tile, weight, out=grad_hidden[r0:r1])
+            if want_weight:
+                grad_weight.addmm_(tile.T, hidden[r0:r1])  # GEMM accumulates in fp32, rounds once per tile
         return grad_hidden, grad_weight, None, None, None, None
 
 

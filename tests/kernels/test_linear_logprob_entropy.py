@@ -77,3 +77,19 @@ def test_bad_inputs(call, exc, message):
     hidden, weight = inputs(4, 8, 50, torch.float32, "cpu")
     with pytest.raises(exc, match=message):
         call(hidden, weight, make_targets(4, 50))
+
+
+@pytest.mark.parametrize("frozen", ["weight", "hidden"])
+def test_frozen_input_gets_no_gradient(frozen):
+    hidden, weight = inputs(5, 8, 60, torch.float64, "cpu")
+    t = make_targets(5, 60)
+    h = hidden.clone().requires_grad_(frozen != "hidden")
+    w = weight.clone().requires_grad_(frozen != "weight")
+    lp, ent = linear_logprob_entropy(h, w, t, chunk_size=2)
+    (lp.sum() + ent.sum()).backward()
+    hr, wr = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    a, b = linear_logprob_entropy_reference(hr, wr, t)
+    (a.sum() + b.sum()).backward()
+    trained, expected = (h, hr.grad) if frozen == "weight" else (w, wr.grad)
+    assert (w if frozen == "weight" else h).grad is None
+    torch.testing.assert_close(trained.grad, expected, rtol=1e-10, atol=1e-12)  # fp64 throughout

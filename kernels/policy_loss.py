@@ -113,8 +113,11 @@ def _raise_on_bad_inputs(parts: torch.Tensor, flat: bool) -> None:
 def _metrics(parts: torch.Tensor, has_wsplit: bool, has_ref: bool, has_ent: bool) -> dict[str, torch.Tensor]:
     sums = dict(zip(PARTS[:9], parts[:, :9].sum(0)))
     w = sums["w"].clamp_min(1e-30)
+    nan = torch.full_like(w, math.nan)
+    some = sums["w"] != 0  # no token in the loss: the ratio extremes are undefined
     out = {"pg_loss": sums["pg"], "approx_kl": sums["w_neg_log_ratio"] / w, "ratio_mean": sums["w_ratio"] / w,
-           "ratio_min": parts[:, -2].min(), "ratio_max": parts[:, -1].max()}
+           "ratio_min": torch.where(some, parts[:, -2].min(), nan),
+           "ratio_max": torch.where(some, parts[:, -1].max(), nan)}
     if has_wsplit:
         out.update(clip_frac_high=sums["clip_high"] / w, clip_frac_low=sums["clip_low"] / w,
                    dual_clip_frac=sums["dual"] / w)

@@ -335,3 +335,15 @@ def test_every_backend_names_the_non_finite_tensor(backend, name):
     kw[name][tuple(mask.nonzero()[1].tolist())] = float("inf")
     with pytest.raises(ValueError, match=rf"^{name} has 1 NaN or inf values"):
         policy_loss(**kw, kl_coef=0.1, entropy_coef=0.01, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_token_in_the_loss(backend):
+    dev = device_for(backend)
+    lp, old, adv, mask, ref, ent = (t.to(dev) for t in batch())
+    x = lp.clone().requires_grad_()
+    loss, m = policy_loss(x, old, adv, torch.zeros_like(mask), backend=backend)
+    loss.backward()
+    assert loss.item() == 0.0 and (x.grad == 0).all()
+    assert math.isnan(m["ratio_min"].item()) and math.isnan(m["ratio_max"].item())
+    assert m["clip_frac_high"].item() == 0.0

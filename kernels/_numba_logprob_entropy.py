@@ -96,7 +96,8 @@ def _make_kernels(exp_block, dtype):
                     z[j] = x[i, j0 + j] * inv_t
                 exp_block(z, shift, n, p)
                 for j in range(n):  # into the scratch first: dx may alias x, which blocks vectorisation
-                    p[j] = -(a + b * (z[j] - c)) * p[j]
+                    d = z[j] - c
+                    p[j] = -(a + b * d) * p[j] if d > dtype(-1e30) else dtype(0.0)  # -inf logits: no gradient
                 for j in range(n):
                     dx[i, j0 + j] = p[j]
             if 0 <= y < vocab:

@@ -28,6 +28,14 @@ def _exp_f64(x):
     return math.exp(x)
 
 
+@numba.njit(inline="always")
+def _active(w, a0, a1, i, flat):
+    """Whether token i counts: it has a weight, or (packed) an advantage term; others are never read."""
+    if flat:
+        return w[i] != 0
+    return (w[i] != 0) | (a0[i] != 0) | (a1[i] != 0)
+
+
 @numba.njit(fastmath={"nnan", "nsz", "reassoc"})
 def _block_minmax(rb, w, b0, nb, rmin, rmax, sentinel):
     """Ratio min/max over the active tokens of a block. Kept out of the main loop: float min/max reductions
@@ -59,17 +67,17 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
                 nb = min(BLOCK, n - b0)
                 for j in range(nb):
                     i = b0 + j
-                    lr = (lp[i] - old[i]) if w[i] != zero else zero
+                    lr = (lp[i] - old[i]) if _active(w, a0, a1, i, flat) else zero
                     rb[j] = exp(min(max(lr, -clamp), clamp))
                 if has_ref and kl_code == 0:
                     for j in range(nb):
                         i = b0 + j
-                        d = (ref[i] - lp[i]) if w[i] != zero else zero
+                        d = (ref[i] - lp[i]) if _active(w, a0, a1, i, flat) else zero
                         eb[j] = exp(min(max(d, dtype(-20.0)), dtype(20.0)))
                 for j in range(nb):
                     i = b0 + j
                     wi = w[i]
-                    act = wi != zero
+                    act = _active(w, a0, a1, i, flat)
                     if flat:
                         a = a0[i] if act else zero
                         pos = wi * a if a > zero else zero
@@ -82,7 +90,8 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
                         neg = a1[i] if act else zero
                         wpos = w0[i] if act else zero
                         wneg = w1[i] if act else zero
-                        adv_chk = pos + neg
+                        sign_ok = (pos >= zero) & (neg <= zero)
+                        adv_chk = (pos + neg + wi + wpos + wneg) if sign_ok else big
                     x = lp[i] if act else zero
                     y = old[i] if act else zero
                     lr = x - y

@@ -2,6 +2,8 @@
 kernels compute exactly this per token). See policy_loss.py for the formula and the backend contract."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .reference import LOG_RATIO_CLAMP
@@ -28,12 +30,20 @@ def split_advantages(a0, a1, w, w0, w1, flat: bool):
     return w * a0 * pos, w * a0 * neg, w * pos, w * neg
 
 
+def _packed_invalid(a0, a1, w, w0, w1):
+    """inf where a packed token's advantage/weight inputs are non-finite or adv_pos < 0 / adv_neg > 0."""
+    ok = torch.isfinite(a0 + a1 + w + w0 + w1) & (a0 >= 0) & (a1 <= 0)
+    return torch.where(ok, 0.0, math.inf)
+
+
 def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
     """Per-token arrays [N] -> (parts [1, len(PARTS)] float64, d loss/d lp [N], d loss/d entropy [N])."""
     lo, hi, c = params.bounds
-    active = w != 0  # tokens outside the loss may hold anything (NaN included): read as 0
+    # tokens outside the loss may hold anything (NaN included): read as 0. A packed token counts when it has a
+    # weight or an advantage term.
+    active = (w != 0) if flat else (w != 0) | (a0 != 0) | (a1 != 0)
     bad = [(~torch.isfinite(t) & active).sum() if t is not None else lp.new_zeros(())
-           for t in (lp, old, a0 if flat else a0 + a1, ref, ent)]
+           for t in (lp, old, a0 if flat else _packed_invalid(a0, a1, w, w0, w1), ref, ent)]
     clean = [None if t is None else torch.where(active, t, 0.0) for t in (lp, old, ent, ref, a0, a1)]
     lp, old, ent, ref, a0, a1 = clean
     pos, neg, wpos, wneg = split_advantages(a0, a1, w, w0, w1, flat)
@@ -50,7 +60,7 @@ def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
     parts = torch.stack([
         pg.sum(), (w * kl).sum(), (w * ent).sum() if ent is not None else lp.new_zeros(()), w.sum(), (w * r).sum(),
         (w * -log_ratio).sum(), (wpos * (r > hi)).sum(), (wneg * (r < lo)).sum(), (wneg * (r > c)).sum(), *bad,
-        torch.where(active, r, big).min() if lp.numel() else r.new_tensor(big),
-        torch.where(active, r, -big).max() if lp.numel() else r.new_tensor(-big),
+        torch.where(w != 0, r, big).min() if lp.numel() else r.new_tensor(big),
+        torch.where(w != 0, r, -big).max() if lp.numel() else r.new_tensor(-big),
     ]).to(torch.float64)
     return parts[None], dlp, -params.entropy_coef * w

@@ -74,7 +74,8 @@ def _lpe_bwd_kernel(X_ptr, stride_x, DX_ptr, stride_dx, T_ptr, TEMP_ptr, GLP_ptr
             mask = cols < V
             z = tl.load(x_row + cols, mask=mask, other=0.0).to(ACC) * inv_t
             p = tl.exp(z - lse)
-            dz = tl.where(cols == y, a, 0.0) - (a + b * (z - mz)) * p
+            d = tl.where(p > 0, z - mz, 0.0)  # -inf logits: p = 0 and no gradient (no inf * 0)
+            dz = tl.where(cols == y, a, 0.0) - (a + b * d) * p
             tl.store(dx_row + cols, dz.to(DX_ptr.dtype.element_ty), mask=mask)
 
 

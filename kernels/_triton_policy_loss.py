@@ -49,17 +49,19 @@ def _policy_loss_kernel(LP, OLD, ENT, REF, A0, A1, W, W0, W1, DLP, DENT, PARTS_P
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     m = offs < N
     w = tl.load(W + offs, mask=m, other=0.0)
-    act = m & (w != 0.0)  # tokens outside the loss may hold anything (NaN included): not read
     zero = tl.zeros_like(w)
+    # tokens outside the loss may hold anything (NaN included): not read
     if FLAT:
+        act = m & (w != 0.0)
         a = tl.load(A0 + offs, mask=act, other=0.0)
         pos, neg = tl.where(a > 0, w * a, zero), tl.where(a < 0, w * a, zero)
         wpos, wneg = tl.where(a > 0, w, zero), tl.where(a < 0, w, zero)
         bad_adv = _bad(a)
-    else:
-        pos, neg = tl.load(A0 + offs, mask=act, other=0.0), tl.load(A1 + offs, mask=act, other=0.0)
+    else:  # a packed token counts when it has a weight or an advantage term
+        pos, neg = tl.load(A0 + offs, mask=m, other=0.0), tl.load(A1 + offs, mask=m, other=0.0)
+        act = m & ((w != 0.0) | (pos != 0.0) | (neg != 0.0))
         wpos, wneg = tl.load(W0 + offs, mask=act, other=0.0), tl.load(W1 + offs, mask=act, other=0.0)
-        bad_adv = _bad(pos + neg)
+        bad_adv = tl.where((pos >= 0) & (neg <= 0), _bad(pos + neg + w + wpos + wneg), 1.0)
     lp = tl.load(LP + offs, mask=act, other=0.0)
     old = tl.load(OLD + offs, mask=act, other=0.0)
     lr = lp - old
@@ -94,8 +96,9 @@ def _policy_loss_kernel(LP, OLD, ENT, REF, A0, A1, W, W0, W1, DLP, DENT, PARTS_P
     tl.store(row + 11, tl.sum(tl.where(act, bad_adv, zero), axis=0))
     tl.store(row + 12, tl.sum(tl.where(act, bad_ref, zero), axis=0))
     tl.store(row + 13, tl.sum(tl.where(act, _bad(ent), zero), axis=0))
-    tl.store(row + 14, tl.min(tl.where(act, r, float("inf")), axis=0))
-    tl.store(row + 15, tl.max(tl.where(act, r, float("-inf")), axis=0))
+    weighted = m & (w != 0.0)
+    tl.store(row + 14, tl.min(tl.where(weighted, r, float("inf")), axis=0))
+    tl.store(row + 15, tl.max(tl.where(weighted, r, float("-inf")), axis=0))
 
 
 def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):

@@ -17,6 +17,7 @@ _UNSUPPORTED = {
     "logits_scaling": 1.0,  # Granite: logits / logits_scaling
     "lm_head_multiplier": 1.0,  # Falcon-H1
     "scale_width": None,  # MiniCPM: hidden / (hidden_size / dim_model_base)
+    "logits_mup_width_multiplier": 1.0,  # Inkling: hidden / multiplier before the head
 }
 
 
@@ -34,6 +35,11 @@ def lm_head_weight(model: torch.nn.Module) -> torch.Tensor:
             raise NotImplementedError(
                 f"{type(model).__name__} sets config.{name} = {value!r}: the fused log-prob path computes "
                 "logits = hidden @ lm_head.weight.T and does not support this transform; use the logits path")
+    unpadded = getattr(config, "unpadded_vocab_size", None)
+    if unpadded is not None and unpadded != getattr(config, "vocab_size", unpadded):
+        raise NotImplementedError(
+            f"{type(model).__name__} slices its logits to config.unpadded_vocab_size = {unpadded}; the fused path "
+            "uses the whole LM head")
     head = model.get_output_embeddings()
     if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
         raise NotImplementedError(f"{type(model).__name__} has no output embedding (LM head) weight")

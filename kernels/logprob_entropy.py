@@ -44,6 +44,10 @@ class LogprobEntropyFunction(torch.autograd.Function):
         out = logits if ctx.inplace_grad else torch.empty_like(logits)
         kernel_module(ctx.backend).backward(logits, targets, g_lp, g_h, lse, mz, ctx.params.temperature,
                                             ctx.params.ignore_index, out)
+        if ctx.inplace_grad:
+            # the kernels wrote behind torch's back: bump the version counter (an empty in-place op) so that any
+            # other use of the overwritten logits (a saved tensor elsewhere, a second backward) is an error
+            logits[:0].zero_()
         return out, None, None, None, None
 
 
@@ -64,6 +68,9 @@ def logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, *, temperature:
         raise ValueError("logits have an empty vocabulary dimension (V = 0)")
     if backend == "torch":
         return logprob_entropy_reference(logits, targets, params.temperature, ignore_index)
+    if inplace_grad and logits.is_leaf and logits.requires_grad:
+        raise ValueError("inplace_grad=True overwrites the logits with their gradient: pass logits computed in the "
+                         "graph (e.g. hidden @ weight.T), not a leaf tensor")
     if logits.stride(1) != 1:
         logits = logits.contiguous()
     lp, ent = LogprobEntropyFunction.apply(logits, targets.contiguous(), params, backend, inplace_grad)

@@ -12,7 +12,9 @@ with r = exp(clamp(logprobs - old_logprobs, ±20)):
 
 which equals max(-A·r, -A·clip(r, 1 - clip_low, 1 + clip_high)) (then min(·, -A·dual_clip) for A < 0) summed
 with the weights. At a clip boundary (r exactly 1 ± ε, or the dual-clip bound) the gradient flows, as torch's
-clamp does. Only `logprobs` and `entropy` receive gradients.
+clamp does (code written with torch.minimum, like the reference, passes half of it exactly at the dual-clip
+bound: a tie). Only `logprobs` and `entropy` receive gradients. A flat `mask` must be boolean or 0/1; a packed
+token counts when it has a weight or an advantage term, and adv_pos >= 0 >= adv_neg is checked.
 
 Metrics, all weighted like the loss (Σ over tokens of the weights, divided by Σ weight): clip_frac_high
 (A > 0, r > 1 + clip_high), clip_frac_low (A < 0, r < 1 - clip_low), dual_clip_frac (A < 0, r > dual_clip),
@@ -104,10 +106,13 @@ class PolicyLossFunction(torch.autograd.Function):
 def _raise_on_bad_inputs(parts: torch.Tensor, flat: bool) -> None:
     """NaN/inf on tokens that count in the loss, counted by the kernel: an error naming the tensor (one sync)."""
     counts = parts[:, 9:14].sum(0).tolist()
-    names = ["logprobs", "old_logprobs", "advantages" if flat else "adv_pos/adv_neg", "ref_logprobs", "entropy"]
+    names = ["logprobs", "old_logprobs", "advantages", "ref_logprobs", "entropy"]
     for name, count in zip(names, counts):
-        if count:
+        if count and (flat or name != "advantages"):
             raise ValueError(f"{name} has {int(count)} NaN or inf values on tokens that count in the loss")
+        if count:
+            raise ValueError(f"adv_pos/adv_neg/weight/weight_pos/weight_neg have {int(count)} invalid values (NaN, "
+                             "inf, adv_pos < 0 or adv_neg > 0) on tokens that count in the loss")
 
 
 def _metrics(parts: torch.Tensor, has_wsplit: bool, has_ref: bool, has_ent: bool) -> dict[str, torch.Tensor]:
@@ -201,6 +206,8 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_
         if t is not None:
             _check_tensor(name, t, logprobs)
     _check_tensor("mask", mask, logprobs, float_only=False)
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        raise ValueError("mask must be boolean or hold only 0 and 1 (token weights come from agg)")
     acc = torch.float64 if logprobs.dtype == torch.float64 else torch.float32
     w = flat_weights(mask, agg, seq_index, dtype=acc)
     tensors = dict(lp=logprobs, old=old_logprobs, ent=entropy, ref=ref_logprobs, a0=advantages, a1=None, w=w,

@@ -25,11 +25,13 @@ def torch_eager_logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, tem
 
 
 def _logprob_entropy(z, targets, temperature, ignore_index):
-    logp = torch.log_softmax(z / temperature, dim=-1)
+    z = z / temperature
+    logp = torch.log_softmax(z, dim=-1)
     valid = targets != ignore_index
     safe = torch.where(valid, targets, torch.zeros_like(targets)).long()
     lp = logp.gather(-1, safe[:, None]).squeeze(-1)
-    ent = -(logp.exp() * logp).sum(-1)
+    # H = -Σ p log p, written so that -inf logits (p = 0) contribute 0 to the value and the gradient
+    ent = -(logp.exp() * torch.where(torch.isinf(logp), torch.zeros_like(logp), logp)).sum(-1)
     zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
     return torch.where(valid, lp, zero), torch.where(valid, ent, zero)
 

@@ -51,3 +51,13 @@ def test_head_with_bias_is_refused():
     model.lm_head = torch.nn.Linear(32, 101, bias=True)
     with pytest.raises(NotImplementedError, match=r"LM head has a bias"):
         lm_head_inputs(model, input_ids=torch.zeros(1, 2, dtype=torch.long))
+
+
+def test_width_multiplier_model_is_refused():
+    """Inkling divides the hidden state by logits_mup_width_multiplier before its head."""
+    configuration = pytest.importorskip("transformers.models.inkling.configuration_inkling")
+    modeling = pytest.importorskip("transformers.models.inkling.modeling_inkling")
+    cfg = configuration.InklingTextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                          num_attention_heads=4, num_key_value_heads=2)
+    with pytest.raises(NotImplementedError, match=r"logits_mup_width_multiplier"):
+        lm_head_inputs(modeling.InklingForCausalLM(cfg), input_ids=torch.zeros(1, 2, dtype=torch.long))

@@ -139,7 +139,7 @@ def test_only_one_output_used():
         (lambda x, t: logprob_entropy(x, torch.tensor([0, 10, 1, 2])), ValueError,
          r"targets\[1\] = 10 is outside \[0, 10\) and is not ignore_index \(-100\)"),
         (lambda x, t: logprob_entropy(x, torch.tensor([0, -5, 1, 2])), ValueError, r"targets\[1\] = -5"),
-        (lambda x, t: logprob_entropy(x, t, temperature=0.0), ValueError, r"temperature must be a finite number > 0"),
+        (lambda x, t: logprob_entropy(x, t, temperature=0.0), ValueError, r"temperature must be a finite number >= 1e-30"),
         (lambda x, t: logprob_entropy(x, t, temperature=float("nan")), ValueError, r"temperature"),
         (lambda x, t: logprob_entropy(x, t, backend="cuda"), ValueError, r"unknown backend 'cuda'"),
         (lambda x, t: logprob_entropy(x.to("meta"), t.to("meta"), backend="numba"), ValueError,
@@ -156,3 +156,42 @@ def test_bad_inputs_are_clear_errors(call, exc, message):
 def test_empty_batch():
     lp, ent = logprob_entropy(torch.zeros(0, 10), torch.zeros(0, dtype=torch.long), backend="numba")
     assert lp.shape == ent.shape == (0,)
+
+
+@pytest.mark.parametrize("backend", FUSED)
+def test_inplace_gradient_is_refused_where_it_would_corrupt(backend):
+    dev = device_for(backend)
+    x = make_logits("randn", 3, 50, device=dev)
+    t = make_targets(3, 50, dev)
+    with pytest.raises(ValueError, match=r"inplace_grad=True overwrites the logits"):
+        logprob_entropy(x.clone().requires_grad_(), t, backend=backend, inplace_grad=True)
+    # logits also saved by another op (here a z-loss): the overwrite is detected when that op's backward runs
+    leaf = x.clone().requires_grad_()
+    logits = leaf * 1
+    z_loss = torch.logsumexp(logits, -1).pow(2).mean()
+    lp, _ = logprob_entropy(logits, t, backend=backend, inplace_grad=True)
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation"):
+        (-lp.mean() + 1e-2 * z_loss).backward()
+    # a second backward through the same graph is refused as well
+    logits = leaf * 1
+    lp, _ = logprob_entropy(logits, t, backend=backend, inplace_grad=True)
+    lp.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation"):
+        lp.sum().backward()
+
+
+@pytest.mark.parametrize("backend", ALL)
+def test_minus_inf_logits_have_zero_probability_and_no_gradient(backend):
+    """Masked vocabulary entries (-inf) contribute nothing to H and get a zero gradient, not NaN."""
+    dev = device_for(backend)
+    x = torch.tensor([[1.0, 2.0, float("-inf"), 0.5], [0.3, float("-inf"), float("-inf"), 2.0]], device=dev)
+    t = torch.tensor([1, 3], device=dev)
+    lp, ent, grad = loss_and_grad(logprob_entropy, x, t, torch.ones(2, dtype=torch.float64),
+                                  torch.ones(2, dtype=torch.float64), backend=backend)
+    finite = x.cpu().double().clamp_min(-1e4)  # exp(-1e4) underflows to 0 in fp64: the same distribution
+    r_lp, r_ent, r_grad = loss_and_grad(logprob_entropy_reference, finite, t.cpu(), torch.ones(2, dtype=torch.float64),
+                                        torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(lp.cpu().double(), r_lp, rtol=0, atol=1e-6)
+    torch.testing.assert_close(ent.cpu().double(), r_ent, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad.cpu().double(), r_grad, rtol=1e-5, atol=1e-7)
+    assert (grad.cpu()[torch.isinf(x.cpu())] == 0).all()

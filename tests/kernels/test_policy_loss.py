@@ -118,34 +118,41 @@ def test_gradcheck_fp64(backend, kl_type):
 
 
 # ---- hand-computed cases ------------------------------------------------------------------------------------
-def one_token(lr, adv, **kw):
-    lp = torch.tensor([-1.0 + lr], dtype=torch.float64, requires_grad=True)
-    loss, m = policy_loss(lp, torch.tensor([-1.0], dtype=torch.float64), torch.tensor([adv], dtype=torch.float64),
-                          torch.tensor([True]), backend="numba", **kw)
+def one_token(lr, adv, backend="numba", **kw):
+    dev = device_for(backend)
+    lp = torch.tensor([-1.0 + lr], dtype=torch.float64, device=dev, requires_grad=True)
+    loss, m = policy_loss(lp, torch.tensor([-1.0], dtype=torch.float64, device=dev),
+                          torch.tensor([adv], dtype=torch.float64, device=dev),
+                          torch.tensor([True], device=dev), backend=backend, **kw)
     loss.backward()
-    return loss.item(), lp.grad.item(), m
+    return loss.item(), lp.grad.item(), {k: v.item() for k, v in m.items()}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_clip_boundaries_by_hand(backend):
     # ratio exactly 1 with clip 0: r sits on both bounds; the gradient flows (as through torch.clamp)
     for adv in (1.0, -1.0):
-        loss, grad, m = one_token(0.0, adv, clip_low=0.0, clip_high=0.0)
+        loss, grad, m = one_token(0.0, adv, backend, clip_low=0.0, clip_high=0.0)
         assert loss == -adv and grad == -adv and m["clip_frac_high"] == 0 and m["clip_frac_low"] == 0
+    # ratio exactly 1 + eps (eps = 2^-10: 1 + eps is exact and exp(log1p(eps)) rounds back to it): on the bound,
+    # so unclipped, with the full gradient
+    eps = 2.0**-10
+    loss, grad, m = one_token(math.log1p(eps), 1.0, backend, clip_high=eps)
+    assert loss == -(1 + eps) and grad == -(1 + eps) and m["clip_frac_high"] == 0
     # just above 1 + 0 for A > 0: clipped, no gradient, counted as clipped-high
-    loss, grad, m = one_token(1e-3, 1.0, clip_low=0.0, clip_high=0.0)
+    loss, grad, m = one_token(1e-3, 1.0, backend, clip_low=0.0, clip_high=0.0)
     assert loss == -1.0 and grad == 0.0 and m["clip_frac_high"] == 1.0
     # A < 0 below 1 - eps: clipped low
-    loss, grad, m = one_token(math.log(0.5), -2.0, clip_low=0.2, clip_high=0.2)
+    loss, grad, m = one_token(math.log(0.5), -2.0, backend, clip_low=0.2, clip_high=0.2)
     assert loss == pytest.approx(2 * 0.8) and grad == 0.0 and m["clip_frac_low"] == 1.0
     # A < 0, r = e^1.5 > dual clip 3: loss = |A|·c, no gradient
-    loss, grad, m = one_token(1.5, -1.0, dual_clip=3.0)
+    loss, grad, m = one_token(1.5, -1.0, backend, dual_clip=3.0)
     assert loss == pytest.approx(3.0) and grad == 0.0 and m["dual_clip_frac"] == 1.0
     # inside the range: loss = -A·r, d/dlp = -A·r
-    loss, grad, _ = one_token(0.1, 0.5)
+    loss, grad, _ = one_token(0.1, 0.5, backend)
     assert loss == pytest.approx(-0.5 * math.exp(0.1)) and grad == pytest.approx(-0.5 * math.exp(0.1))
     # advantage 0: nothing
-    loss, grad, _ = one_token(0.7, 0.0)
+    loss, grad, _ = one_token(0.7, 0.0, backend)
     assert loss == 0.0 and grad == 0.0
 
 
@@ -171,8 +178,9 @@ def test_kl_terms_by_hand(backend):
         assert m["kl_mean"].item() == pytest.approx(kl, rel=1e-12, abs=1e-15)
 
 
-def test_log_ratio_is_clamped_before_exp():
-    loss, grad, m = one_token(80.0, -1.0)  # exp(80) would overflow fp32 and dominate; clamped at 20
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_log_ratio_is_clamped_before_exp(backend):
+    loss, grad, m = one_token(80.0, -1.0, backend)  # exp(80) would overflow fp32 and dominate; clamped at 20
     assert math.isfinite(loss) and grad == 0.0 and m["ratio_max"] == pytest.approx(math.exp(20.0))
 
 
@@ -347,3 +355,68 @@ def test_no_token_in_the_loss(backend):
     assert loss.item() == 0.0 and (x.grad == 0).all()
     assert math.isnan(m["ratio_min"].item()) and math.isnan(m["ratio_max"].item())
     assert m["clip_frac_high"].item() == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_equals_flat_on_every_backend(backend):
+    """A fixed random forest (the property test above runs numba only, for time)."""
+    dev = device_for(backend)
+    rng = np.random.default_rng(5)
+    trees = []
+    for _ in range(3):
+        t = TrajectoryTree([1, 2])
+        nodes = [0]
+        for _ in range(9):
+            nodes.append(t.add(int(rng.choice(nodes)), rng.integers(0, 50, 3).tolist(), bool(rng.random() < 0.7)))
+        for leaf in t.leaves():
+            t.set_reward(leaf, float(rng.integers(0, 3)))
+        trees.append(t)
+    f, p = flatten_trees(trees, "soft"), pack_trees(trees, "soft", "seq-mean-token-mean")
+    kw = dict(clip_high=0.28, dual_clip=2.0, backend=backend)
+
+    def lp_of(ids, pos):  # a function of (token, depth): every copy of a packed token agrees
+        return torch.from_numpy(-1.5 + 0.5 * np.cos(0.1 * ids + 0.37 * pos)).to(dev)
+
+    def old_of(ids, pos):
+        return lp_of(ids, pos) + torch.from_numpy(0.4 * np.sin(0.7 * ids + pos)).to(dev)
+
+    loss_f, m_f = policy_loss(lp_of(f.input_ids, f.position_ids), old_of(f.input_ids, f.position_ids),
+                              torch.from_numpy(f.advantages).double().to(dev), torch.from_numpy(f.loss_mask).to(dev),
+                              agg="seq-mean-token-mean", **kw)
+    t = {k: torch.from_numpy(getattr(p, k)).double().to(dev)
+         for k in ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")}
+    loss_p, m_p = policy_loss_packed(lp_of(p.input_ids, p.position_ids), old_of(p.input_ids, p.position_ids),
+                                     t["adv_pos"], t["adv_neg"], t["loss_weight"], weight_pos=t["weight_pos"],
+                                     weight_neg=t["weight_neg"], **kw)
+    assert abs(loss_f.item() - loss_p.item()) <= 1e-6  # float32 weights from the tree builders
+    assert 0 < m_f["clip_frac_high"].item() + m_f["clip_frac_low"].item()
+    for name in ("clip_frac_high", "clip_frac_low", "dual_clip_frac", "ratio_mean", "approx_kl"):
+        assert abs(m_f[name].item() - m_p[name].item()) <= 1e-6, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_inputs_are_validated(backend):
+    dev = device_for(backend)
+    lp = torch.tensor([-1.0, -1.2, -0.5], dtype=torch.float64, device=dev)
+    old = lp + 0.05
+    pos = torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64, device=dev)
+    neg = torch.tensor([0.0, 0.0, -0.2], dtype=torch.float64, device=dev)
+    w = torch.tensor([0.5, 0.5, 0.2], dtype=torch.float64, device=dev)
+    full, _ = policy_loss_packed(lp, old, pos, neg, w, backend=backend)
+    # the policy-gradient term does not depend on `weight`: a token with weight 0 but an advantage still counts
+    no_w, _ = policy_loss_packed(lp, old, pos, neg, torch.zeros_like(w), backend=backend)
+    assert no_w.item() == pytest.approx(full.item(), rel=1e-12)
+    for name, bad in (("weight", torch.full_like(w, math.nan)), ("adv_pos", -pos), ("adv_neg", -neg)):
+        args = dict(adv_pos=pos, adv_neg=neg, weight=w)
+        args[name] = bad
+        with pytest.raises(ValueError, match=r"adv_pos/adv_neg/weight/weight_pos/weight_neg have \d+ invalid"):
+            policy_loss_packed(lp, old, backend=backend, **args)
+
+
+def test_mask_must_be_binary():
+    lp, old, adv, mask, ref, ent = batch()
+    with pytest.raises(ValueError, match=r"mask must be boolean or hold only 0 and 1"):
+        policy_loss(lp, old, adv, mask.double() * 0.5)
+    a, _ = policy_loss(lp, old, adv, mask.double())
+    b, _ = policy_loss(lp, old, adv, mask)
+    assert a.item() == b.item()

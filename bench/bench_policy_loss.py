@@ -55,24 +55,19 @@ def info(benchmark, tokens):
     })
 
 
-@pytest.mark.parametrize("provider", ["torch-eager", "torch", "numba"])
-def test_cpu_policy_loss(benchmark, provider):
-    benchmark.group = f"cpu policy_loss fwd+bwd N={N} fp32"
-    lp, t = inputs(N, "cpu")
-    run = flat_step(provider, lp, t, False)
-    run()
-    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
-    info(benchmark, N)
+GPU = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run scripts/gpu_check.sh on a GPU machine)")
 
 
-@pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run scripts/gpu_check.sh on a GPU machine)")
-@pytest.mark.parametrize("provider", ["torch-eager", "triton"])
-def test_gpu_policy_loss(benchmark, provider):
-    benchmark.group = f"gpu policy_loss fwd+bwd N={N} fp32"
-    lp, t = inputs(N, "cuda")
-    run = flat_step(provider, lp, t, True)
+@pytest.mark.parametrize("device, provider", [("cpu", "torch-eager"), ("cpu", "torch"), ("cpu", "numba"),
+                                              pytest.param("cuda", "torch-eager", marks=GPU, id="gpu-torch-eager"),
+                                              pytest.param("cuda", "triton", marks=GPU, id="gpu-triton")])
+def test_policy_loss(benchmark, device, provider):
+    """Forward + backward through the loss on one device; the GPU runs sync inside the timed call."""
+    benchmark.group = f"{device} policy_loss fwd+bwd N={N} fp32"
+    lp, t = inputs(N, device)
+    run = flat_step(provider, lp, t, device == "cuda")
     run()
-    benchmark.pedantic(run, rounds=20, warmup_rounds=2)
+    benchmark.pedantic(run, rounds=20 if device == "cuda" else 5, warmup_rounds=1)
     info(benchmark, N)
 
 

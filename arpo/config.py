@@ -72,7 +72,17 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """Safe loader that refuses duplicate keys (PyYAML would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Dumper(yaml.SafeDumper):
@@ -156,7 +166,10 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
     if isinstance(value, bool) and tp is not bool:
         raise _type_error(key, tp, value)
     if tp is float and isinstance(value, int):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{key}: {_show(value)} is too large for a float") from None
     if isinstance(value, tp):
         return value
     raise _type_error(key, tp, value)

@@ -62,10 +62,15 @@ TrajectoryTree from_dict(const py::dict& d) {
     const std::string where = "tree dict node " + std::to_string(i + 1);
     const py::dict n = nodes[i].cast<py::dict>();
     check_keys(n, {"parent", "tokens", "trainable", "logprobs", "reward"}, where);
-    const auto parent = item(n, "parent", where).cast<int64_t>();
+    const py::object parent_obj = item(n, "parent", where);
+    if (!py::isinstance<py::int_>(parent_obj) || py::isinstance<py::bool_>(parent_obj))
+      throw py::value_error(where + " key 'parent' must be an int");
+    const py::object trainable = item(n, "trainable", where);
+    if (!py::isinstance<py::bool_>(trainable)) throw py::value_error(where + " key 'trainable' must be a bool");
+    const auto parent = parent_obj.cast<int64_t>();
     if (parent < 0 || parent > static_cast<int64_t>(i))
       throw py::value_error(where + " has parent " + std::to_string(parent) + ": a parent must come before its child");
-    add(t, parent, item(n, "tokens", where), item(n, "trainable", where).cast<bool>(), item(n, "logprobs", where));
+    add(t, parent, item(n, "tokens", where), trainable.cast<bool>(), item(n, "logprobs", where));
     rewards.push_back(item(n, "reward", where));
   }
   for (size_t i = 0; i < rewards.size(); ++i) {
@@ -97,10 +102,7 @@ py::dict flatten_trees(const py::sequence& trees, const std::string& mode, int64
               alloc<int64_t>(d, "position_ids", {rows, width}),   alloc<bool>(d, "loss_mask", {rows, width}),
               alloc<float>(d, "advantages", {rows, width}),       alloc<float>(d, "old_logprobs", {rows, width}),
               alloc<int64_t>(d, "leaf_index", {rows, 2})};
-  {
-    py::gil_scoped_release nogil;
-    flatten(list, m, pad_id, scale_std, eps, out);
-  }
+  flatten(list, m, pad_id, scale_std, eps, out);  // GIL held: no other thread may grow the trees meanwhile
   return d;
 }
 
@@ -118,10 +120,7 @@ py::dict pack_trees(const py::sequence& trees, const std::string& mode, const st
                 alloc<float>(d, "adv_pos", {n}),       alloc<float>(d, "adv_neg", {n}),
                 alloc<float>(d, "old_logprobs", {n}),
                 alloc<int64_t>(d, "tree_offsets", {static_cast<py::ssize_t>(list.size()) + 1})};
-  {
-    py::gil_scoped_release nogil;
-    pack(list, m, a, scale_std, eps, out);
-  }
+  pack(list, m, a, scale_std, eps, out);  // GIL held: no other thread may grow the trees meanwhile
   return d;
 }
 

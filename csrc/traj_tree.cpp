@@ -12,6 +12,7 @@ namespace arpo {
 namespace {
 
 constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
+constexpr double kMaxReward = 1e30;  // larger rewards overflow the group variance
 
 // Messages are built with std::string and std::to_string only, no iostreams: on the GPU machine (Ubuntu
 // Python 3.12, gcc 13.3) the built module has no libstdc++ in its dependencies (ldd), and the first
@@ -43,9 +44,9 @@ void check_segment(Segment seg) {
   if (seg.logprobs == nullptr) return;
   if (seg.n_logprobs != seg.n)
     throw std::invalid_argument(cat("logprobs has ", seg.n_logprobs, " values for ", seg.n, " token ids"));
-  for (size_t i = 0; i < seg.n; ++i) {
-    if (!std::isfinite(seg.logprobs[i]))
-      throw std::invalid_argument(cat("logprob at index ", i, " is not finite (", fmt(seg.logprobs[i]), ")"));
+  for (size_t i = 0; i < seg.n; ++i) {  // stored as float32: must be finite there too
+    if (!std::isfinite(static_cast<float>(seg.logprobs[i])))
+      throw std::invalid_argument(cat("logprob at index ", i, " is not a finite float32"));
   }
 }
 
@@ -314,7 +315,8 @@ void TrajectoryTree::set_reward(int64_t leaf, double reward) {
   const Node& nd = node(leaf);
   if (leaf == 0 || !nd.children.empty())
     throw std::invalid_argument(cat("node ", leaf, " is not a leaf (the root and nodes with children take no reward)"));
-  if (!std::isfinite(reward)) throw std::invalid_argument(cat("reward for leaf ", leaf, " is not finite (", fmt(reward), ")"));
+  if (!std::isfinite(reward) || std::fabs(reward) > kMaxReward)
+    throw std::invalid_argument(cat("reward for leaf ", leaf, " is not finite or exceeds 1e30 in magnitude"));
   nodes_[leaf].has_reward = true;
   nodes_[leaf].reward = reward;
 }
@@ -361,7 +363,8 @@ std::vector<double> TrajectoryTree::leaf_advantages(bool scale_std, double eps) 
   const double std = ls.size() > 1 ? std::sqrt(sq / (n - 1.0)) : 0.0;
   for (size_t j = 0; j < ls.size(); ++j) {
     const double centred = nodes_[ls[j]].reward - mean;
-    adv[j] = scale_std ? centred / (std + eps) : centred;
+    // std + eps == 0 only when every reward is equal (centred == 0) and eps == 0: advantage 0, not 0/0
+    adv[j] = !scale_std ? centred : (std + eps > 0.0 ? centred / (std + eps) : 0.0);
   }
   return adv;
 }

@@ -433,3 +433,18 @@ def test_sections_construct_alone():
     assert TrainConfig(batch_size=8, mini_batch_size=4).mini_batch_size == 4
     with raises("train.mini_batch_size: must be a divisor of train.batch_size (= 8); got 16"):
         TrainConfig(batch_size=8)
+
+
+def test_duplicate_yaml_keys_are_an_error(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("rollout:\n  M: 4\n  N: 2\nrollout:\n  M: 8\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'rollout'"):
+        load_config(str(path))
+    path.write_text("rollout:\n  M: 4\n  M: 8\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'M'"):
+        load_config(str(path))
+
+
+def test_huge_integer_for_a_float_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"algo.eps: .* is too large for a float"):
+        load_config(None, ["algo.eps=" + "9" * 400])

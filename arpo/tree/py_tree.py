@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 INT32_MAX = 2**31 - 1
+MAX_REWARD = 1e30  # larger rewards overflow the group variance
 _AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 
@@ -66,10 +67,29 @@ def _check_segment(ids: np.ndarray, lps: np.ndarray | None) -> None:
         return
     if lps.size != ids.size:
         raise ValueError(f"logprobs has {lps.size} values for {ids.size} token ids")
-    bad = np.flatnonzero(~np.isfinite(lps))
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = np.flatnonzero(~np.isfinite(lps.astype(np.float32)))  # stored as float32: finite there too
     if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"logprob at index {i} is not finite ({lps[i]})")
+        raise ValueError(f"logprob at index {int(bad[0])} is not a finite float32")
+
+
+def _as_index(value: Any, name: str) -> int:
+    """A node id or count as a plain int (numpy ints accepted; bool, float and str refused)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def _as_real(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
 
 
 def _check_eps(eps: float) -> None:
@@ -111,11 +131,12 @@ class TrajectoryTree:
     def add(self, parent: int, token_ids: Any, trainable: bool, logprobs: Any = None) -> int:
         """Add a child segment under `parent`; returns its node id. `logprobs` [n]: the sampler's log-probs."""
         ids, lps = _as_ids(token_ids), _as_logprobs(logprobs)
-        self._checked(parent, "branch from")
+        trainable = _as_bool(trainable, "trainable")
+        parent = self._checked(parent, "branch from")
         node = len(self._parent)
-        self._check_append(node, bool(trainable), None, ids, lps)
+        self._check_append(node, trainable, None, ids, lps)
         self._parent.append(parent)
-        self._trainable.append(bool(trainable))
+        self._trainable.append(trainable)
         self._offset.append(self._offset[parent] + len(self._tokens[parent]))
         self._tokens.append(array("i"))
         self._logprobs.append(None)
@@ -128,7 +149,7 @@ class TrajectoryTree:
     def extend(self, node: int, token_ids: Any, logprobs: Any = None) -> None:
         """Append tokens to `node`, which must have no children yet (streaming generation)."""
         ids, lps = _as_ids(token_ids), _as_logprobs(logprobs)
-        self._checked(node, "extend")
+        node = self._checked(node, "extend")
         if self._children[node]:
             raise ValueError(
                 f"cannot extend node {node}: it already has children (only the last segment of a path grows)"
@@ -138,12 +159,12 @@ class TrajectoryTree:
         self._store(node, ids, lps)
 
     def set_reward(self, leaf: int, reward: float) -> None:
-        self._node(leaf)
+        leaf = self._node(leaf)
         if leaf == 0 or self._children[leaf]:
             raise ValueError(f"node {leaf} is not a leaf (the root and nodes with children take no reward)")
-        reward = float(reward)
-        if not math.isfinite(reward):
-            raise ValueError(f"reward for leaf {leaf} is not finite ({reward})")
+        reward = _as_real(reward, "reward")
+        if not math.isfinite(reward) or abs(reward) > MAX_REWARD:
+            raise ValueError(f"reward for leaf {leaf} is not finite or exceeds 1e30 in magnitude")
         self._reward[leaf] = reward
 
     # ---- reading --------------------------------------------------------------------------------------------
@@ -180,7 +201,7 @@ class TrajectoryTree:
 
     def path(self, leaf: int) -> list[int]:
         """Node ids from the root to `leaf`."""
-        self._node(leaf)
+        leaf = self._node(leaf)
         out = []
         while leaf != -1:
             out.append(leaf)
@@ -218,7 +239,10 @@ class TrajectoryTree:
             sq += (self._reward[leaf] - mean) * (self._reward[leaf] - mean)
         std = math.sqrt(sq / (n - 1.0)) if len(leaves) > 1 else 0.0
         centred = [self._reward[leaf] - mean for leaf in leaves]
-        return [c / (std + eps) for c in centred] if scale_std else centred
+        if not scale_std:
+            return centred
+        # std + eps == 0 only when every reward is equal (centred == 0) and eps == 0: advantage 0, not 0/0
+        return [c / (std + eps) if std + eps > 0.0 else 0.0 for c in centred]
 
     def _node_advantages(self, scale_std: bool, eps: float) -> list[float]:
         leaf_adv = self._leaf_advantages(scale_std, eps)
@@ -253,11 +277,15 @@ class TrajectoryTree:
         for i, node in enumerate(_item(data, "nodes", "tree dict")):
             where = f"tree dict node {i + 1}"
             _check_keys(node, {"parent", "tokens", "trainable", "logprobs", "reward"}, where)
-            parent = int(_item(node, "parent", where))
+            parent = _item(node, "parent", where)
+            if isinstance(parent, (bool, np.bool_)) or not isinstance(parent, (int, np.integer)):
+                raise ValueError(f"{where} key 'parent' must be an int")
             if parent < 0 or parent > i:
                 raise ValueError(f"{where} has parent {parent}: a parent must come before its child")
-            tree.add(parent, _item(node, "tokens", where), bool(_item(node, "trainable", where)),
-                     _item(node, "logprobs", where))
+            trainable = _item(node, "trainable", where)
+            if not isinstance(trainable, (bool, np.bool_)):
+                raise ValueError(f"{where} key 'trainable' must be a bool")
+            tree.add(int(parent), _item(node, "tokens", where), bool(trainable), _item(node, "logprobs", where))
             rewards.append(_item(node, "reward", where))
         for i, reward in enumerate(rewards):
             if reward is not None:
@@ -272,14 +300,16 @@ class TrajectoryTree:
 
     # ---- internals ------------------------------------------------------------------------------------------
     def _node(self, node: int) -> int:
+        node = _as_index(node, "node")
         if not 0 <= node < self.num_nodes:
             raise IndexError(f"node {node} does not exist (the tree has {self.num_nodes} nodes)")
         return node
 
-    def _checked(self, node: int, what: str) -> None:
-        self._node(node)
+    def _checked(self, node: int, what: str) -> int:
+        node = self._node(node)
         if self._reward[node] is not None:
             raise ValueError(f"cannot {what} node {node}: it has a reward, so it is a finished leaf")
+        return node
 
     @staticmethod
     def _check_append(node: int, trainable: bool, has: bool | None, ids, lps) -> None:

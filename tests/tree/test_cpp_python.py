@@ -77,3 +77,40 @@ def test_mixed_implementations_are_refused(builder):
         getattr(cpp, builder)([c, p])
     with pytest.raises(TypeError, match="do not mix the C\\+\\+ and Python implementations"):
         getattr(py_batch, builder)([p, c])
+
+
+@pytest.mark.parametrize("cls", [cpp.TrajectoryTree, py_tree.TrajectoryTree])
+def test_equal_rewards_with_eps_zero_give_zero_not_nan(cls):
+    t = cls([1])
+    for _ in range(3):
+        t.set_reward(t.add(0, [2], True), 1.0)
+    assert t.advantages("soft", eps=0.0).tolist() == [0.0, 0.0, 0.0]
+    assert t.advantages("hard", eps=0.0).tolist() == [0.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("cls", [cpp.TrajectoryTree, py_tree.TrajectoryTree])
+def test_wrong_argument_types_are_refused(cls):
+    t = cls([1])
+    with pytest.raises(TypeError):
+        t.add(0.0, [2], True)
+    with pytest.raises(TypeError):
+        t.add(0, [2], "False")
+    leaf = t.add(np.int64(0), [2], True)
+    assert type(t.parent(leaf)) is int and t.to_dict()["nodes"][0]["parent"] == 0
+    with pytest.raises(TypeError):
+        t.set_reward(leaf, "1.0")
+
+
+@pytest.mark.parametrize("node, message", [
+    ({"parent": 0.0, "tokens": [2], "trainable": True, "logprobs": None, "reward": None}, "key 'parent' must be an int"),
+    ({"parent": "0", "tokens": [2], "trainable": True, "logprobs": None, "reward": None}, "key 'parent' must be an int"),
+    ({"parent": 0, "tokens": [2], "trainable": "false", "logprobs": None, "reward": None},
+     "key 'trainable' must be a bool"),
+])
+def test_from_dict_type_errors_match(node, message):
+    errors = []
+    for cls in (cpp.TrajectoryTree, py_tree.TrajectoryTree):
+        with pytest.raises(ValueError) as info:
+            cls.from_dict({"prompt": [1], "nodes": [node]})
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] == f"tree dict node 1 {message}"

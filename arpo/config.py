@@ -72,7 +72,13 @@ class ConfigError(ValueError):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe loader that refuses duplicate keys (PyYAML would keep the last one silently)."""
+    """Safe loader that refuses duplicate keys (PyYAML would keep the last one silently) and reads integers
+    as YAML 1.2 does."""
+
+    def construct_yaml_int(self, node):
+        text = self.construct_scalar(node)
+        return int(text, 0) if text[:2] in ("0o", "0x") else int(text)
+
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -98,7 +104,15 @@ _FLOAT_RE = re.compile(
     re.VERBOSE,
 )
 
+# YAML 1.2 core-schema integers (decimal, 0o octal, 0x hex) instead of YAML 1.1's (010 -> 8, 1:00 -> 60)
+_INT_RE = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+
 for _cls in (_Loader, _Dumper):
+    _cls.yaml_implicit_resolvers = {
+        ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+        for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    _cls.add_implicit_resolver("tag:yaml.org,2002:int", _INT_RE, list("-+0123456789"))
     _cls.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_RE, list("-+0123456789."))
 
 
@@ -106,7 +120,8 @@ def _flow_list(dumper: yaml.SafeDumper, value: list) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=True)
 
 
-_Dumper.add_representer(list, _flow_list)  # sections in block style, lists inline: `train: [arith, kbqa]`
+_Dumper.add_representer(list, _flow_list)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)  # sections in block style, lists inline: `train: [arith, kbqa]`
 
 
 def _yaml_load(text: str) -> Any:

@@ -89,7 +89,7 @@ def run_demo(cfg: ARPOConfig, prompts: int = 32, seed: int = 0) -> dict:
 
 def _print_report(cfg: ARPOConfig, r: dict) -> None:
     ro, a = cfg.rollout, cfg.algo
-    print("ARPO engine demo — the trainer is not built yet; this runs the trajectory-tree path end to end.")
+    print("ARPO engine demo — the trainer is not built yet; this runs the tree and the fused loss end to end.")
     print(f"  rollouts   {r['prompts']} prompts x M={ro.M} leaves (N={ro.N} initial paths, branches at tool "
           f"results, up to {ro.max_tool_calls} tool turns), synthetic tokens, random 0/1 rewards")
     print(f"  tree core  {r['implementation']}")

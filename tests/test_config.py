@@ -448,3 +448,13 @@ def test_duplicate_yaml_keys_are_an_error(tmp_path):
 def test_huge_integer_for_a_float_is_a_config_error():
     with pytest.raises(ConfigError, match=r"algo.eps: .* is too large for a float"):
         load_config(None, ["algo.eps=" + "9" * 400])
+
+
+@pytest.mark.parametrize("text, value", [("010", 10), ("0o20", 16), ("0x10", 16), ("+7", 7)])
+def test_integers_read_as_yaml_1_2(text, value):
+    assert load_config(None, [f"train.seed={text}"]).train.seed == value
+
+
+def test_sexagesimal_is_not_an_integer():
+    with pytest.raises(ConfigError, match=r"rollout.M: expected int, got '1:00'"):
+        load_config(None, ["rollout.M=1:00"])

@@ -15,6 +15,7 @@ import numba
 import numpy as np
 import torch
 
+from ._checks import out_dtype
 from ._numba_math import exp_f32
 
 BLOCK = 1024  # columns per inner block (scratch buffers are per row, in cache)
@@ -131,7 +132,7 @@ def _as_compute(x: torch.Tensor) -> np.ndarray:
 def forward(x: torch.Tensor, targets: torch.Tensor, temperature: float, ignore_index: int):
     """x [N, V] (column stride 1) -> (lp, ent, lse, mz), each [N] in fp32 (fp64 for fp64 input)."""
     n = x.shape[0]
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = out_dtype(x.dtype)
     outs = [torch.empty(n, dtype=acc) for _ in range(4)]
     fwd, _ = _kernels(x.dtype)
     tg = targets.detach().numpy()

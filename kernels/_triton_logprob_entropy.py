@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._checks import out_dtype
+
 
 @triton.jit
 def _online_lse_update(z, m, s, u):
@@ -100,7 +102,7 @@ def _launch(config, vocab: int) -> dict:
 def forward(x: torch.Tensor, targets: torch.Tensor, temperature: float, ignore_index: int):
     """x [N, V] (column stride 1) -> (lp, ent, lse, mz), each [N] in fp32 (fp64 for fp64 input)."""
     n, vocab = x.shape
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc = out_dtype(x.dtype)
     lp, ent, lse, mz = (torch.empty(n, dtype=acc, device=x.device) for _ in range(4))
     if n:
         temp = torch.full((), temperature, dtype=acc, device=x.device)

@@ -14,7 +14,7 @@ import importlib
 
 import torch
 
-from ._checks import LogprobEntropyParams, check_matrix, check_targets, out_dtype, resolve_backend
+from ._checks import LogprobEntropyParams, check_matrix, check_targets, resolve_backend
 from .reference import logprob_entropy_reference
 
 _MODULES = {"numba": "._numba_logprob_entropy", "triton": "._triton_logprob_entropy"}
@@ -73,6 +73,4 @@ def logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, *, temperature:
                          "graph (e.g. hidden @ weight.T), not a leaf tensor")
     if logits.stride(1) != 1:
         logits = logits.contiguous()
-    lp, ent = LogprobEntropyFunction.apply(logits, targets.contiguous(), params, backend, inplace_grad)
-    assert lp.dtype == out_dtype(logits.dtype)
-    return lp, ent
+    return LogprobEntropyFunction.apply(logits, targets.contiguous(), params, backend, inplace_grad)

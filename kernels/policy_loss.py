@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import FLOAT_DTYPES, resolve_backend
+from ._checks import FLOAT_DTYPES, out_dtype, resolve_backend
 from .reference import LOG_RATIO_CLAMP
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
@@ -106,13 +106,13 @@ class PolicyLossFunction(torch.autograd.Function):
 def _raise_on_bad_inputs(parts: torch.Tensor, flat: bool) -> None:
     """NaN/inf on tokens that count in the loss, counted by the kernel: an error naming the tensor (one sync)."""
     counts = parts[:, 9:14].sum(0).tolist()
-    names = ["logprobs", "old_logprobs", "advantages", "ref_logprobs", "entropy"]
-    for name, count in zip(names, counts):
-        if count and (flat or name != "advantages"):
-            raise ValueError(f"{name} has {int(count)} NaN or inf values on tokens that count in the loss")
+    packed_adv = ("adv_pos/adv_neg/weight/weight_pos/weight_neg have {} invalid values (NaN, inf, adv_pos < 0 or "
+                  "adv_neg > 0) on tokens that count in the loss")
+    plain = "{} has {} NaN or inf values on tokens that count in the loss"
+    for name, count in zip(["logprobs", "old_logprobs", "advantages", "ref_logprobs", "entropy"], counts):
         if count:
-            raise ValueError(f"adv_pos/adv_neg/weight/weight_pos/weight_neg have {int(count)} invalid values (NaN, "
-                             "inf, adv_pos < 0 or adv_neg > 0) on tokens that count in the loss")
+            raise ValueError(packed_adv.format(int(count)) if name == "advantages" and not flat
+                             else plain.format(name, int(count)))
 
 
 def _metrics(parts: torch.Tensor, has_wsplit: bool, has_ref: bool, has_ent: bool) -> dict[str, torch.Tensor]:
@@ -153,7 +153,7 @@ def _run(tensors: dict, params: PolicyLossParams, backend: str, flat: bool):
         raise ValueError("entropy_coef != 0 needs entropy")
     lp = tensors["lp"]
     backend = resolve_backend(backend, lp.device)
-    acc = torch.float64 if lp.dtype == torch.float64 else torch.float32
+    acc = out_dtype(lp.dtype)
     t = {k: None if v is None else v.reshape(-1).to(acc).contiguous() for k, v in tensors.items()}
     has_wsplit = flat or t["w0"] is not None
     if not has_wsplit:
@@ -208,8 +208,7 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_
     _check_tensor("mask", mask, logprobs, float_only=False)
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("mask must be boolean or hold only 0 and 1 (token weights come from agg)")
-    acc = torch.float64 if logprobs.dtype == torch.float64 else torch.float32
-    w = flat_weights(mask, agg, seq_index, dtype=acc)
+    w = flat_weights(mask, agg, seq_index, dtype=out_dtype(logprobs.dtype))
     tensors = dict(lp=logprobs, old=old_logprobs, ent=entropy, ref=ref_logprobs, a0=advantages, a1=None, w=w,
                    w0=None, w1=None)
     return _run(tensors, params, backend, flat=True)

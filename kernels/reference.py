@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import out_dtype
+
 
 def logprob_entropy_reference(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
                               ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
@@ -13,8 +15,7 @@ def logprob_entropy_reference(logits: torch.Tensor, targets: torch.Tensor, tempe
     logp_y = z_y - lse(z), H = -Σ p log p with z = logits / temperature; rows whose target is ignore_index
     give 0 and no gradient.
     """
-    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return _logprob_entropy(logits.to(acc), targets, temperature, ignore_index)
+    return _logprob_entropy(logits.to(out_dtype(logits.dtype)), targets, temperature, ignore_index)
 
 
 def torch_eager_logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,

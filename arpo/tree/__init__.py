@@ -11,7 +11,8 @@ import warnings
 from typing import Sequence
 
 from . import py_batch, py_tree
-from .batch import AGG_MODES, FlatBatch, PackedBatch, batch_from_dict, flat_weights
+from .batch import FlatBatch, PackedBatch, batch_from_dict
+from .py_tree import AGG_MODES
 
 _cpp = None
 if os.environ.get("ARPO_PURE_PYTHON", "") not in ("", "0"):
@@ -53,5 +54,5 @@ def pack_trees(trees: Sequence, mode: str = "soft", agg: str = "token-mean", *, 
     return batch_from_dict(PackedBatch, _backend(trees).pack_trees(trees, mode, agg, scale_std, eps))
 
 
-__all__ = ["AGG_MODES", "FlatBatch", "IMPLEMENTATION", "PackedBatch", "TrajectoryTree", "flat_weights",
-           "flatten_trees", "pack_trees"]
+__all__ = ["AGG_MODES", "FlatBatch", "IMPLEMENTATION", "PackedBatch", "TrajectoryTree", "flatten_trees",
+           "pack_trees"]

@@ -10,7 +10,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 DENSE_MASK_MAX_TOKENS = 16384  # a [T, T] bool mask above this is over 256 MB: use span_end (block masks)
 
 
@@ -27,10 +26,6 @@ class FlatBatch:
     @property
     def num_rows(self) -> int:
         return self.input_ids.shape[0]
-
-    def agg_weights(self, agg: str) -> np.ndarray:
-        """[R, L] float64 weight w of each token so that the aggregated loss is Σ w·loss_token."""
-        return flat_weights(self.loss_mask, agg)
 
 
 @dataclass(frozen=True)
@@ -63,21 +58,6 @@ class PackedBatch:
         q = np.arange(t)[:, None]
         k = np.arange(t)[None, :]
         return (k <= q) & (q < self.span_end[None, :])
-
-
-def flat_weights(loss_mask: np.ndarray, agg: str) -> np.ndarray:
-    """[R, L] float64 aggregation weights of a flat batch (rows without loss tokens weigh 0)."""
-    if agg not in AGG_MODES:
-        raise ValueError(f"unknown agg '{agg}': expected 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum'")
-    mask = np.asarray(loss_mask, dtype=bool)
-    per_row = mask.sum(axis=1)
-    if agg == "token-mean":
-        row_w = np.full(per_row.shape, 1.0 / max(int(per_row.sum()), 1))
-    else:
-        num_seqs = max(int((per_row > 0).sum()), 1)
-        denom = per_row if agg == "seq-mean-token-mean" else np.ones_like(per_row)
-        row_w = 1.0 / (num_seqs * np.maximum(denom, 1))
-    return mask * row_w[:, None]
 
 
 def batch_from_dict(cls, arrays: dict[str, np.ndarray]):

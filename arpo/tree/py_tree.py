@@ -31,7 +31,7 @@ import numpy as np
 
 INT32_MAX = 2**31 - 1
 MAX_REWARD = 1e30  # larger rewards overflow the group variance
-_AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
 
 
 def _as_1d(obj: Any, name: str) -> np.ndarray:
@@ -104,7 +104,7 @@ def _check_mode(mode: str) -> str:
 
 
 def _check_agg(agg: str) -> str:
-    if agg not in _AGGS:
+    if agg not in AGG_MODES:
         raise ValueError(
             f"unknown agg '{agg}': expected 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum'"
         )

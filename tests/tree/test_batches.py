@@ -3,9 +3,11 @@ trees (hypothesis): every path appears once in the flat batch, every unique toke
 and for any per-token function g the packed sums equal the flat sums (DESIGN.md, "Tree packing is exact")."""
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 
-from arpo.tree import AGG_MODES, TrajectoryTree, flat_weights, flatten_trees, pack_trees
+from arpo.tree import AGG_MODES, TrajectoryTree, flatten_trees, pack_trees
+from arpo_kernels import flat_weights
 
 from .treegen import build, forest_specs
 
@@ -171,7 +173,7 @@ def test_each_unique_token_appears_once_in_the_packed_batch(specs):
 def check_packed_equals_flat(trees, mode, agg):
     f = flatten_trees(trees, mode, pad_id=0)
     p = pack_trees(trees, mode, agg)
-    w = flat_weights(f.loss_mask, agg)
+    w = flat_weights(torch.from_numpy(f.loss_mask), agg).numpy()  # the flat aggregation of the loss kernels
     a = f.advantages.astype(np.float64)
     g_flat = np.zeros(f.input_ids.shape)
     for row in range(f.num_rows):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +72,4 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 
 
 def _triton_interpreter() -> bool:
-    import os
-
     return os.environ.get("TRITON_INTERPRET", "0") == "1"

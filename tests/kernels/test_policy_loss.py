@@ -14,7 +14,7 @@ from arpo.tree import TrajectoryTree, flatten_trees, pack_trees
 from arpo_kernels import flat_weights, policy_loss, policy_loss_packed, policy_loss_reference
 from arpo_kernels.reference import kl_reference
 
-from ..tree.treegen import build, forest_specs
+from ..tree.treegen import build, forest_specs, packed_prefix_hashes, prefix_hashes
 from .common import device_for, skip_triton_without_runtime
 
 BACKENDS = [pytest.param("triton", marks=skip_triton_without_runtime), "numba", "torch"]
@@ -185,25 +185,9 @@ def test_log_ratio_is_clamped_before_exp(backend):
 
 
 # ---- packed == flat on random trees -------------------------------------------------------------------------
-def prefix_hashes(ids):
-    h, out = 0, []
-    for tok in ids:
-        h = (h * 1_000_003 + int(tok) + 1) % 2_147_483_647
-        out.append(h)
-    return np.array(out, dtype=np.int64)
-
-
 def token_values(h, salt):
     """Per-token quantity as a function of the path prefix, so every copy of a packed token gets the same."""
     return torch.from_numpy(np.sin((h % 9973) * 0.37 + salt)).to(torch.float64)
-
-
-def packed_hashes(p):
-    h = np.zeros(p.num_tokens, dtype=np.int64)
-    for q in range(p.num_tokens):
-        prev = 0 if p.prev_index[q] < 0 else int(h[p.prev_index[q]])
-        h[q] = (prev * 1_000_003 + int(p.input_ids[q]) + 1) % 2_147_483_647
-    return h
 
 
 @pytest.mark.parametrize("mode", ["soft", "hard"])
@@ -217,7 +201,7 @@ def test_packed_equals_flat(specs, mode, agg, dual, kl, ent):
     fh = np.zeros(f.input_ids.shape, dtype=np.int64)
     for row in range(f.num_rows):
         fh[row, real[row]] = prefix_hashes(f.input_ids[row, real[row]])
-    ph = packed_hashes(p)
+    ph = packed_prefix_hashes(p)
 
     def quantities(h):
         lp = -1.5 + 0.5 * token_values(h, 0.0)

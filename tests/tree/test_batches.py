@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from arpo.tree import AGG_MODES, TrajectoryTree, flatten_trees, pack_trees
 from arpo_kernels import flat_weights
 
-from .treegen import build, forest_specs
+from .treegen import build, forest_specs, packed_prefix_hashes, prefix_hashes
 
 
 def small_tree(rewards=(1.0, 0.0, 0.5)):
@@ -104,26 +104,8 @@ def test_empty_list_and_leafless_trees():
 
 
 # ---- properties over random trees ---------------------------------------------------------------------------
-def prefix_hash(tokens_seq):
-    """Rolling hash of each prefix of a token sequence: a function of the path up to and including a token."""
-    h, out = 0, []
-    for tok in tokens_seq:
-        h = (h * 1_000_003 + int(tok) + 1) % 2_147_483_647
-        out.append(h)
-    return out
-
-
 def g_of(h):
     return ((np.asarray(h, dtype=np.float64) % 1009) / 1009.0) - 0.37
-
-
-def packed_prefix_hashes(p):
-    h = np.zeros(p.num_tokens, dtype=np.int64)
-    for q in range(p.num_tokens):
-        assert p.prev_index[q] < q, "a token's predecessor must come before it"
-        prev = 0 if p.prev_index[q] < 0 else int(h[p.prev_index[q]])
-        h[q] = (prev * 1_000_003 + int(p.input_ids[q]) + 1) % 2_147_483_647
-    return h
 
 
 def path_tokens(tree, leaf):
@@ -161,8 +143,8 @@ def test_each_unique_token_appears_once_in_the_packed_batch(specs):
     flat_prefixes = set()
     for t in trees:
         for leaf in t.leaves():
-            flat_prefixes.update(prefix_hash(path_tokens(t, leaf)))
-    leafless = {h_ for t in trees if not t.leaves() for h_ in prefix_hash(t.tokens(0))}
+            flat_prefixes.update(prefix_hashes(path_tokens(t, leaf)))
+    leafless = {h_ for t in trees if not t.leaves() for h_ in prefix_hashes(t.tokens(0))}
     assert set(h.tolist()) <= flat_prefixes | leafless
     depth = np.zeros(p.num_tokens, dtype=np.int64)
     for q in range(p.num_tokens):
@@ -178,7 +160,7 @@ def check_packed_equals_flat(trees, mode, agg):
     g_flat = np.zeros(f.input_ids.shape)
     for row in range(f.num_rows):
         n = int(f.attention_mask[row].sum())
-        g_flat[row, :n] = g_of(prefix_hash(f.input_ids[row, :n]))
+        g_flat[row, :n] = g_of(prefix_hashes(f.input_ids[row, :n]))
     g_packed = g_of(packed_prefix_hashes(p))
     pairs = [
         (w * g_flat, p.loss_weight * g_packed),
@@ -198,7 +180,7 @@ def check_packed_equals_flat(trees, mode, agg):
         return {(int(h), bool(m), -1e9 if np.isnan(x) else float(x)) for h, m, x in zip(hashes, loss, lps)}
 
     real = f.attention_mask.astype(bool)
-    flat_h = np.array([h for row in range(f.num_rows) for h in prefix_hash(f.input_ids[row, real[row]])])
+    flat_h = np.array([h for row in range(f.num_rows) for h in prefix_hashes(f.input_ids[row, real[row]])])
     flat_set = triples(flat_h, f.loss_mask[real], f.old_logprobs[real])
     packed_set = triples(packed_prefix_hashes(p), p.loss_mask, p.old_logprobs)
     leafless = [t for t in trees if not t.leaves()]

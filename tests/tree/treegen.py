@@ -5,6 +5,7 @@ the same random tree can be built by the C++ and the Python class and compared.
 """
 from __future__ import annotations
 
+import numpy as np
 from hypothesis import strategies as st
 
 TOKEN = st.integers(min_value=0, max_value=50)
@@ -44,3 +45,26 @@ def build(cls, spec: dict):
         if n["reward"] is not None:
             tree.set_reward(i + 1, n["reward"])
     return tree
+
+
+_BASE, _MOD = 1_000_003, 2_147_483_647
+
+
+def prefix_hashes(ids) -> np.ndarray:
+    """Rolling hash of each prefix of a token sequence: a function of the path up to and including a token,
+    so every copy of a shared token gets the same value in a flat batch."""
+    h, out = 0, []
+    for tok in ids:
+        h = (h * _BASE + int(tok) + 1) % _MOD
+        out.append(h)
+    return np.array(out, dtype=np.int64)
+
+
+def packed_prefix_hashes(p) -> np.ndarray:
+    """The same hashes for a packed batch, following each token's prev_index chain."""
+    h = np.zeros(p.num_tokens, dtype=np.int64)
+    for q in range(p.num_tokens):
+        assert p.prev_index[q] < q, "a token's predecessor must come before it"
+        prev = 0 if p.prev_index[q] < 0 else int(h[p.prev_index[q]])
+        h[q] = (prev * _BASE + int(p.input_ids[q]) + 1) % _MOD
+    return h

@@ -98,7 +98,8 @@ py::dict flatten_trees(const py::sequence& trees, const std::string& mode, int64
   int64_t rows = 0, width = 0;
   flat_shape(list, &rows, &width);
   py::dict d;
-  FlatOut out{alloc<int64_t>(d, "input_ids", {rows, width}),      alloc<int64_t>(d, "attention_mask", {rows, width}),
+  FlatOut out{width,
+              alloc<int64_t>(d, "input_ids", {rows, width}),      alloc<int64_t>(d, "attention_mask", {rows, width}),
               alloc<int64_t>(d, "position_ids", {rows, width}),   alloc<bool>(d, "loss_mask", {rows, width}),
               alloc<float>(d, "advantages", {rows, width}),       alloc<float>(d, "old_logprobs", {rows, width}),
               alloc<int64_t>(d, "leaf_index", {rows, 2})};

@@ -210,7 +210,8 @@ void pack_tree(const TrajectoryTree& t, const NodeSums& ns, int64_t base, const 
 }
 
 void flatten_row(const TrajectoryTree& t, const std::vector<int32_t>& path, double soft_adv, const TreeStats& s,
-                 AdvMode mode, int64_t pad_id, int64_t width, int64_t row, const FlatOut& out) {
+                 AdvMode mode, int64_t pad_id, int64_t row, const FlatOut& out) {
+  const int64_t width = out.width;
   const int64_t o = row * width;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   int64_t k = 0;
@@ -399,14 +400,12 @@ void flat_shape(const TreeList& trees, int64_t* rows, int64_t* width) {
 
 void flatten(const TreeList& trees, AdvMode mode, int64_t pad_id, bool scale_std, double eps, const FlatOut& out) {
   const std::vector<TreeStats> stats = all_stats(trees, mode, scale_std, eps);
-  int64_t rows = 0, width = 0;
-  flat_shape(trees, &rows, &width);
   int64_t row = 0;
   for (size_t ti = 0; ti < trees.size(); ++ti) {
     const TreeStats& s = stats[ti];
     for (size_t j = 0; j < s.leaves.size(); ++j, ++row) {
       const double soft = mode == AdvMode::Soft ? s.leaf_adv[j] : 0.0;
-      flatten_row(*trees[ti], trees[ti]->path(s.leaves[j]), soft, s, mode, pad_id, width, row, out);
+      flatten_row(*trees[ti], trees[ti]->path(s.leaves[j]), soft, s, mode, pad_id, row, out);
       out.leaf_index[2 * row] = static_cast<int64_t>(ti);
       out.leaf_index[2 * row + 1] = s.leaves[j];
     }

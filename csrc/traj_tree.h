@@ -68,7 +68,8 @@ class TrajectoryTree {
   std::vector<Node> nodes_;
 };
 
-struct FlatOut {  // all [rows, width] except leaf_index [rows, 2]
+struct FlatOut {  // all [rows, width] except leaf_index [rows, 2]; width as flat_shape gave it
+  int64_t width;
   int64_t* input_ids;
   int64_t* attention_mask;
   int64_t* position_ids;
@@ -97,6 +98,7 @@ using TreeList = std::vector<const TrajectoryTree*>;
 
 void flat_shape(const TreeList& trees, int64_t* rows, int64_t* width);
 void flatten(const TreeList& trees, AdvMode mode, int64_t pad_id, bool scale_std, double eps, const FlatOut& out);
+// (out.width must be flat_shape's width for the same trees)
 
 int64_t packed_size(const TreeList& trees);
 void pack(const TreeList& trees, AdvMode mode, Agg agg, bool scale_std, double eps, const PackedOut& out);

@@ -1,0 +1,238 @@
+"""Dataset files -> ``Example`` records, and an example -> prompt token ids.
+
+Accepted rows (a ``.parquet`` file holds ARPO/verl rows; a ``.jsonl`` file holds either kind, one JSON object
+per line, blank lines skipped):
+
+- ARPO / verl rows (recognised by a ``prompt`` key): ``prompt`` a non-empty list of chat messages
+  ``{"role": str, "content": str}`` with at least one ``user`` message; ``data_source`` a non-empty string;
+  ``reward_model.ground_truth`` in one of the layouts these datasets use:
+  a string (verl's gsm8k, ARPO-RL-Reasoning-10K: ``{"ground_truth": "16", "style": "rule"}``),
+  a non-empty list of strings (verl's dataset README: ``["72"]``), or
+  ``{"target": str | list[str]}`` (Search-R1's nq/hotpotqa preprocessing: ``{"target": golden_answers}``);
+  ``extra_info`` an optional dict, kept as ``Example.extra``. Other columns (``ability``, ...) are ignored.
+- Plain QA rows: ``question`` (or ``problem``, as ARPO's AIME evaluation files name it) a non-empty string;
+  ``answer`` a string, an integer (AIME answers) or a non-empty list of strings; ``data_source`` an optional
+  string, default the file's stem. The question becomes a single user message; the other keys go to ``extra``.
+
+A malformed row is a ``DatasetError`` naming the file, the row and the field. Rows are numbered as the tools
+that show them do: JSONL by 1-based line number, parquet by 0-based row index; uids are ``"<file name>:<n>"``
+with the same numbers. A file without rows is an error too (there would be nothing to sample).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from arpo.config import DATA_SUFFIXES, EMBEDDED_TASKS
+from arpo.envs.example import Example
+from arpo.envs.prompts import system_prompt
+
+__all__ = ["DatasetError", "build_prompt", "load_dataset", "load_jsonl", "load_parquet"]
+
+
+class DatasetError(ValueError):
+    """A dataset file or row that cannot be used; the message names the file, the row and the field."""
+
+
+class _RowError(Exception):
+    """A problem in one row; the loader adds the file and row number."""
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rows -> Example.
+
+
+def _messages(prompt: Any) -> tuple[dict[str, str], ...]:
+    if prompt is None:
+        raise _RowError("field 'prompt': missing or null")
+    if not isinstance(prompt, list) or not prompt:
+        raise _RowError(f"field 'prompt': expected a non-empty list of chat messages, got {_show(prompt)}")
+    for i, message in enumerate(prompt):
+        if not isinstance(message, Mapping):
+            raise _RowError(f"field 'prompt[{i}]': expected a message {{role, content}}, "
+                            f"got {_show(message)}")
+        for key in ("role", "content"):
+            if not isinstance(message.get(key), str):
+                raise _RowError(f"field 'prompt[{i}].{key}': expected a string, "
+                                f"got {_show(message.get(key))}")
+    if not any(m["role"] == "user" for m in prompt):
+        raise _RowError("field 'prompt': has no message with role 'user'")
+    return tuple({"role": m["role"], "content": m["content"]} for m in prompt)
+
+
+def _answer_list(value: Any, field: str) -> tuple[str, ...]:
+    """A non-empty string, an int or a non-empty list of non-empty strings -> accepted answers."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (str(value),)
+    answers = [value] if isinstance(value, str) else value
+    if isinstance(answers, list) and answers and all(isinstance(v, str) and v for v in answers):
+        return tuple(answers)
+    raise _RowError(f"field '{field}': expected a non-empty string or a non-empty list of them, "
+                    f"got {_show(value)}")
+
+
+def _ground_truth(reward_model: Any) -> tuple[str, ...]:
+    if not isinstance(reward_model, Mapping):
+        raise _RowError(f"field 'reward_model': expected a dict with 'ground_truth', "
+                        f"got {_show(reward_model)}")
+    if reward_model.get("ground_truth") is None:  # parquet stores a key absent from some rows as null
+        raise _RowError("field 'reward_model.ground_truth': missing or null")
+    truth = reward_model["ground_truth"]
+    if isinstance(truth, Mapping):
+        return _answer_list(truth.get("target"), "reward_model.ground_truth.target")
+    return _answer_list(truth, "reward_model.ground_truth")
+
+
+def _string(row: Mapping, field: str) -> str:
+    value = row.get(field)
+    if value is None:
+        raise _RowError(f"field '{field}': missing or null")
+    if not isinstance(value, str) or not value:
+        raise _RowError(f"field '{field}': expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def _arpo_example(row: Mapping, uid: str) -> Example:
+    extra = row.get("extra_info")
+    if extra is not None and not isinstance(extra, Mapping):
+        raise _RowError(f"field 'extra_info': expected a dict or null, got {_show(extra)}")
+    return Example(
+        uid=uid,
+        messages=_messages(row.get("prompt")),
+        ground_truth=_ground_truth(row.get("reward_model")),
+        data_source=_string(row, "data_source"),
+        extra=dict(extra or {}),
+    )
+
+
+def _qa_example(row: Mapping, uid: str, default_source: str) -> Example:
+    if "question" not in row and "problem" not in row:
+        raise _RowError("field 'question': missing (a row needs 'question' and 'answer', "
+                        "or ARPO's 'prompt', 'reward_model' and 'data_source')")
+    key = "question" if "question" in row else "problem"
+    question = _string(row, key)
+    if row.get("answer") is None:
+        raise _RowError("field 'answer': missing or null")
+    source = _string(row, "data_source") if "data_source" in row else default_source
+    extra = {k: v for k, v in row.items() if k not in (key, "answer", "data_source")}
+    return Example(uid=uid, messages=({"role": "user", "content": question},),
+                   ground_truth=_answer_list(row["answer"], "answer"), data_source=source, extra=extra)
+
+
+def _example(row: Any, uid: str, default_source: str) -> Example:
+    if not isinstance(row, Mapping):
+        raise _RowError(f"expected a JSON object, got {_show(row)}")
+    return _arpo_example(row, uid) if "prompt" in row else _qa_example(row, uid, default_source)
+
+
+def _show(value: Any) -> str:
+    text = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files.
+
+
+def load_jsonl(path: str | Path) -> list[Example]:
+    """Examples from a JSONL file of ARPO and/or plain QA rows (see the module docstring); blank lines are
+    skipped."""
+    path = Path(path)
+    examples = []
+    for line_no, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(_example(_json(line), f"{path.name}:{line_no}", path.stem))
+        except _RowError as err:
+            raise DatasetError(f"{path}: line {line_no}: {err}") from None
+    return _non_empty(examples, path)
+
+
+def _json(line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise _RowError(f"invalid JSON: {err}") from None
+
+
+def load_parquet(path: str | Path) -> list[Example]:
+    """Examples from an ARPO/verl parquet file (``prompt``, ``reward_model``, ``data_source``,
+    ``extra_info``; see the module docstring)."""
+    import pyarrow.parquet
+
+    path = Path(path)
+    try:
+        rows = pyarrow.parquet.read_table(path).to_pylist()
+    except (OSError, pyarrow.ArrowException) as err:
+        raise DatasetError(f"{path}: cannot read parquet file: {err}") from None
+    examples = []
+    for i, row in enumerate(rows):
+        try:
+            examples.append(_arpo_example(row, f"{path.name}:{i}"))
+        except _RowError as err:
+            raise DatasetError(f"{path}: row {i}: {err}") from None
+    return _non_empty(examples, path)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: cannot read: {err}") from None
+
+
+def _non_empty(examples: list[Example], path: Path) -> list[Example]:
+    if not examples:
+        raise DatasetError(f"{path}: no rows")
+    return examples
+
+
+def load_dataset(entry: str, split: str, seed: int = 0) -> list[Example]:
+    """The examples of one ``data.train`` / ``data.test`` entry.
+
+    An embedded task name (``arith``, ``kbqa``) gives that task's ``split``, generated with ``seed``; a file
+    is read whole (it is the split; ``split`` and ``seed`` do not apply to it).
+    """
+    if entry in EMBEDDED_TASKS:
+        from arpo.envs.tasks import load_task
+
+        return load_task(entry, split, seed)
+    if entry.endswith(".parquet"):
+        return load_parquet(entry)
+    if entry.endswith(".jsonl"):
+        return load_jsonl(entry)
+    raise DatasetError(f"{entry!r}: expected an embedded task ({', '.join(EMBEDDED_TASKS)}) "
+                       f"or a file ending in {' or '.join(DATA_SUFFIXES)}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Prompts.
+
+
+def build_prompt(
+    tokenizer: Any,
+    example: Example,
+    tools: Sequence[str],
+    system: str | None = None,
+    max_prompt_tokens: int | None = None,
+) -> list[int]:
+    """Prompt token ids: the example's messages, after a system message unless the example has its own
+    (``system``, or the built-in ``system_prompt(tools)`` when None), in the tokenizer's chat template with
+    the assistant turn opened. Longer than ``max_prompt_tokens`` is a ``DatasetError`` naming the example."""
+    messages = list(example.messages)
+    if messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt(tools) if system is None else system})
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__!r} "
+                         "has no chat template; use an instruct/chat model's tokenizer or set one")
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, Mapping):  # transformers 5 returns a BatchEncoding, 4.x a list
+        ids = ids["input_ids"]
+    ids = list(ids)
+    if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+        raise DatasetError(f"example {example.uid}: prompt is {len(ids)} tokens, more than "
+                           f"data.max_prompt_tokens = {max_prompt_tokens}")
+    return ids

@@ -48,6 +48,7 @@ from arpo.envs.prompts import KNOWN_TOOLS
 __all__ = [
     "MATH_TIMEOUT_S",
     "RewardError",
+    "auto_reward_name",
     "exact_match_reward",
     "extract_answer",
     "f1_reward",

@@ -18,7 +18,7 @@ enabled tools), ``<answer>…</answer>`` is the final answer. A turn of generati
 A known consequence of rule 1: code that prints a literal closing tag of another tool (``print("</search>")``)
 ends the turn at that string, exactly as an engine with static stop strings would.
 
-Tool results go back as ``\\n<result>\\n{text}\\n</result>\\n``, encoded once, without BOS or other special
+Tool results go back as ``\\n<result>\\n{text}\\n</result>\\n`` (the text's trailing newlines dropped), encoded once, without BOS or other special
 tokens (``encode_result``); the history is never re-tokenised. Result tags inside a tool's text are escaped so
 a tool cannot close the result block early.
 """
@@ -83,8 +83,8 @@ def _unclosed(text: str, names: Sequence[str]) -> str | None:
 
 
 def format_result(text: str) -> str:
-    """The context text appended after a tool call; result tags inside ``text`` are escaped."""
-    safe = text.replace(RESULT_CLOSE, "</ result>").replace(RESULT_OPEN, "< result>")
+    """The context text appended after a tool call; trailing newlines dropped, result tags escaped."""
+    safe = text.rstrip("\n").replace(RESULT_CLOSE, "</ result>").replace(RESULT_OPEN, "< result>")
     return f"\n{RESULT_OPEN}\n{safe}\n{RESULT_CLOSE}\n"
 
 

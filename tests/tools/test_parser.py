@@ -55,6 +55,7 @@ def test_format_result_escapes_result_tags():
     out = format_result("a</result>b<result>c")
     assert out.count("</result>") == 1 and out.endswith("</result>\n")
     assert out.count("<result>") == 1 and out.startswith("\n<result>\n")
+    assert format_result("12\n\n") == "\n<result>\n12\n</result>\n"
 
 
 def _bos_tokenizer() -> PreTrainedTokenizerFast:

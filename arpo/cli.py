@@ -24,6 +24,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .tools.search import CorpusError, build_index
+
+    try:
+        count = build_index(args.corpus, args.index, progress=True)
+    except (CorpusError, OSError) as err:
+        print(f"arpo index: {err}", file=sys.stderr)
+        return 2
+    print(f"indexed {count} passages from {args.corpus} into {args.index}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="arpo",
@@ -40,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(config)
     config.add_argument("--describe", action="store_true", help="list every key with its type, default and help")
     config.set_defaults(func=_cmd_config)
+    index = sub.add_parser("index", help="build the SQLite FTS5 (BM25) search index from a JSONL corpus")
+    index.add_argument("corpus", help='JSONL file, one {"id", "title", "text"} object per line')
+    index.add_argument("index", help="index file to write (replaced atomically when complete)")
+    index.set_defaults(func=_cmd_index)
     return parser
 
 

@@ -19,8 +19,8 @@ A known consequence of rule 1: code that prints a literal closing tag of another
 ends the turn at that string, exactly as an engine with static stop strings would.
 
 Tool results go back as ``\\n<result>\\n{text}\\n</result>\\n`` (the text's trailing newlines dropped), encoded
-once, without BOS or other special tokens (``encode_result``); the history is never re-tokenised. Result tags inside a tool's text are escaped so
-a tool cannot close the result block early.
+once, without BOS or other special tokens (``encode_result``); the history is never re-tokenised. Result tags
+inside a tool's text are escaped so a tool cannot close the result block early.
 """
 from __future__ import annotations
 

@@ -1,0 +1,108 @@
+"""The tools of a run behind one door: per-trajectory call limit, failures as result text, a thread pool.
+
+``ToolBox.submit(action, calls_made)`` returns a future that always resolves to a ``ToolResult``: a stray
+closing tag, a call past the per-trajectory limit, an unknown tool and a tool that raises all become error
+text the model sees, never an exception that stops a rollout. Calls run in a thread pool of
+``tools.pool_size`` (the python sandbox blocks on a subprocess, search on SQLite or HTTP), so generation
+continues while they run.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+from .base import Tool, ToolResult
+from .parser import Action
+
+
+class ToolBox:
+    """Runs parsed tool calls. ``tools`` maps tag name → tool; ``max_calls`` is the per-trajectory limit."""
+
+    def __init__(self, tools: Mapping[str, Tool], max_calls: int, pool_size: int = 4):
+        if max_calls < 0 or pool_size < 1:
+            raise ValueError(f"ToolBox: need max_calls >= 0 and pool_size >= 1, got {max_calls}, {pool_size}")
+        self.tools = dict(tools)
+        self.max_calls = max_calls
+        self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="arpo-tool")
+        self._lock = threading.Lock()
+        self.stats: Counter[str] = Counter()  # "<tool>.calls", "<tool>.failed", "rejected"
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.tools)
+
+    def submit(self, action: Action, calls_made: int) -> Future[ToolResult]:
+        """Run ``action`` (kind "tool" or "invalid") for a trajectory that already made ``calls_made`` calls."""
+        rejection = self._rejection(action, calls_made)
+        if rejection is not None:
+            self._count("rejected")
+            done: Future[ToolResult] = Future()
+            done.set_result(ToolResult(f"Error: {rejection}", ok=False))
+            return done
+        return self._pool.submit(self._run, action.name, action.content)
+
+    def run(self, action: Action, calls_made: int) -> ToolResult:
+        return self.submit(action, calls_made).result()
+
+    def _rejection(self, action: Action, calls_made: int) -> str | None:
+        if action.kind == "invalid":
+            return action.error
+        if action.kind != "tool":
+            raise ValueError(f"ToolBox.submit needs a 'tool' or 'invalid' action, got {action.kind!r}")
+        if action.name not in self.tools:
+            return f"unknown tool <{action.name}>; available: {', '.join(self.tools) or 'none'}"
+        if calls_made >= self.max_calls:
+            return f"tool-call limit of {self.max_calls} reached; give your answer now."
+        return None
+
+    def _run(self, name: str, query: str) -> ToolResult:
+        start = time.perf_counter()
+        try:
+            result = self.tools[name](query)
+        except Exception as err:  # a tool bug must not stop the rollout: the model sees the error
+            result = ToolResult(f"Error: the {name} tool failed: {type(err).__name__}: {err}", ok=False,
+                                elapsed_s=time.perf_counter() - start)
+        self._count(f"{name}.calls")
+        if not result.ok:
+            self._count(f"{name}.failed")
+        return result
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.stats[key] += 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> ToolBox:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def make_toolbox(cfg, max_calls: int, default_index: Path | None = None) -> ToolBox:
+    """The ToolBox of ``cfg`` (a ``ToolsConfig``): the python sandbox and/or search, as ``cfg.enabled`` says.
+
+    ``default_index`` is the search index used when ``cfg.search_index`` and ``cfg.search_url`` are null
+    (the embedded kbqa corpus's, built on first use when None).
+    """
+    tools: dict[str, Tool] = {}
+    if "python" in cfg.enabled:
+        from .python_sandbox import PythonSandbox
+
+        tools["python"] = PythonSandbox(timeout_s=cfg.python_timeout_s, memory_mb=cfg.python_memory_mb,
+                                        max_output_bytes=cfg.max_output_bytes)
+    if "search" in cfg.enabled:
+        from .search import make_search_tool
+
+        if default_index is None and cfg.search_index is None and cfg.search_url is None:
+            from ..envs.tasks import kbqa_index
+
+            default_index = kbqa_index()
+        tools["search"] = make_search_tool(cfg, default_index)
+    return ToolBox(tools, max_calls, cfg.pool_size)

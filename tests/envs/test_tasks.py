@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from arpo.envs.tasks import SPLITS, kbqa_corpus, load_task
+from arpo.envs.tasks import SPLITS, kbqa_corpus, kbqa_index, load_task
 
 
 @pytest.mark.parametrize("task", ["arith", "kbqa"])
@@ -65,3 +65,15 @@ def test_bad_task_or_split():
         load_task("nope", "train")
     with pytest.raises(ValueError, match="unknown split 'dev'.*train, validation, test"):
         load_task("arith", "dev")
+
+
+def test_kbqa_index_is_built_once_and_answers_the_first_hop(tmp_path):
+    from arpo.tools.search import SearchIndex
+
+    path = kbqa_index(directory=tmp_path)
+    stamp = path.stat().st_mtime_ns
+    assert kbqa_index(directory=tmp_path) == path and path.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no stray corpus or temp files
+    e = load_task("kbqa", "test")[0]
+    top = SearchIndex(path, top_k=3).search(e.extra["hops"][0])[0]
+    assert top.title == e.extra["hops"][0] and e.extra["hops"][1] in top.text

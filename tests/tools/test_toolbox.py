@@ -74,3 +74,13 @@ def test_make_toolbox_python_only_runs_the_sandbox():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="max_calls >= 0"):
         ToolBox({}, max_calls=-1)
+
+
+def test_make_toolbox_search_defaults_to_the_kbqa_index(tmp_path, monkeypatch):
+    monkeypatch.setenv("ARPO_CACHE", str(tmp_path))
+    cfg = ToolsConfig(enabled=["search"], search_top_k=2)
+    with make_toolbox(cfg, max_calls=2) as box:
+        assert box.names == ("search",)
+        assert len(list(tmp_path.glob("kbqa-0-*.db"))) == 1  # built on first use, in ARPO_CACHE
+        res = box.run(parse_action("<search>founded by</search>", TOOLS), 0)
+        assert res.ok and res.text.count("Doc ") == 2 and "was founded by" in res.text

@@ -25,7 +25,10 @@ from pathlib import Path
 from .example import Example
 
 SPLITS = ("train", "validation", "test")
-SPLIT_SIZES = {"train": 4000, "validation": 200, "test": 200}
+SPLIT_SIZES = {  # examples per split
+    "arith": {"train": 4000, "validation": 200, "test": 200},
+    "kbqa": {"train": 3600, "validation": 200, "test": 200},  # 1200 / 200 / 200 companies, 3 questions each
+}
 
 
 def load_task(name: str, split: str, seed: int = 0) -> list[Example]:
@@ -60,7 +63,7 @@ _ARITH = [
 def _arith(split: str, seed: int) -> list[Example]:
     rng = random.Random(f"arith:{split}:{seed}")
     out = []
-    for i in range(SPLIT_SIZES[split]):
+    for i in range(SPLIT_SIZES["arith"][split]):
         question, expr = rng.choice(_ARITH)
         value = -1
         while value < 0:  # word problems have non-negative answers
@@ -83,7 +86,7 @@ _QUESTIONS = {
     "job": "What is the job of the founder of {company}?",
     "born": "In which year was the founder of {company} born?",
 }
-_WORLD_COMPANIES = 1600  # train 1200 / validation 200 / test 200 companies, 3 questions each
+_WORLD_COMPANIES = 1600
 
 
 def _name(rng: random.Random, syllables: int) -> str:
@@ -136,7 +139,7 @@ def _kbqa(split: str, seed: int) -> list[Example]:
     return [
         _example("kbqa", split, i, _QUESTIONS[kind].format(company=w["company"]), str(w[kind]),
                  hops=[w["company"], w["founder"]])
-        for i, (w, kind) in enumerate(pairs[: SPLIT_SIZES[split]])
+        for i, (w, kind) in enumerate(pairs[: SPLIT_SIZES["kbqa"][split]])
     ]
 
 

@@ -14,20 +14,24 @@ enabled tools), ``<answer>…</answer>`` is the final answer. A turn of generati
    error text is returned to the model as the result.
 4. No closing tag: a ``none`` action (the turn ended by EOS or the length limit). An opening tag left open is
    reported in ``Action.error`` ("unclosed <python>"); the unclosed call is never executed.
+5. Python code wrapped in one Markdown fence (```` ```python … ``` ````, models often write it) is unwrapped.
 
 A known consequence of rule 1: code that prints a literal closing tag of another tool (``print("</search>")``)
 ends the turn at that string, exactly as an engine with static stop strings would.
 
 Tool results go back as ``\\n<result>\\n{text}\\n</result>\\n`` (the text's trailing newlines dropped), encoded
-once, without BOS or other special tokens (``encode_result``); the history is never re-tokenised. Result tags
-inside a tool's text are escaped so a tool cannot close the result block early.
+once, without BOS or other special tokens (``encode_result``); the history is never re-tokenised. The tool's
+text is encoded with ``split_special_tokens=True``: a printed ``<|im_end|>`` stays text, never an EOS or role
+marker. Result tags inside it are escaped so a tool cannot close the result block early.
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 
 RESULT_OPEN, RESULT_CLOSE = "<result>", "</result>"
+_FENCE = re.compile(r"\A```[A-Za-z0-9_+-]*[ \t]*\n(.*)\n[ \t]*```\Z", re.DOTALL)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +71,9 @@ def parse_action(text: str, tools: Sequence[str], answer_tag: str = "answer") ->
     if start < 0:
         return Action("invalid", name, end=end, error=f"{close} without <{name}>")
     content = text[start + len(name) + 2 : pos].strip()
+    if name == "python":
+        fenced = _FENCE.match(content)
+        content = fenced.group(1) if fenced else content
     return Action("answer" if name == answer_tag else "tool", name, content, end)
 
 
@@ -82,12 +89,19 @@ def _unclosed(text: str, names: Sequence[str]) -> str | None:
     return f"unclosed <{max(opened)[1]}>" if opened else None
 
 
+def _escaped(text: str) -> str:
+    return text.rstrip("\n").replace(RESULT_CLOSE, "</ result>").replace(RESULT_OPEN, "< result>")
+
+
 def format_result(text: str) -> str:
     """The context text appended after a tool call; trailing newlines dropped, result tags escaped."""
-    safe = text.rstrip("\n").replace(RESULT_CLOSE, "</ result>").replace(RESULT_OPEN, "< result>")
-    return f"\n{RESULT_OPEN}\n{safe}\n{RESULT_CLOSE}\n"
+    return f"\n{RESULT_OPEN}\n{_escaped(text)}\n{RESULT_CLOSE}\n"
 
 
 def encode_result(tokenizer, text: str) -> list[int]:
-    """Token ids of ``format_result(text)``, without BOS/EOS or any special token the tokenizer would add."""
-    return list(tokenizer.encode(format_result(text), add_special_tokens=False))
+    """Token ids of ``format_result(text)``: the frame as the tokenizer encodes it, the tool's text with
+    special-token strings split into plain text; no BOS/EOS or other special token is added."""
+    def enc(s: str, split: bool) -> list[int]:
+        return list(tokenizer.encode(s, add_special_tokens=False, split_special_tokens=split))
+
+    return enc(f"\n{RESULT_OPEN}\n", False) + enc(_escaped(text), True) + enc(f"\n{RESULT_CLOSE}\n", False)

@@ -76,7 +76,8 @@ class ToolBox:
             self.stats[key] += 1
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Wait for the calls in flight (their futures still resolve to results), then stop the pool."""
+        self._pool.shutdown(wait=True)
 
     def __enter__(self) -> ToolBox:
         return self

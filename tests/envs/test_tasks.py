@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from arpo.envs.tasks import SPLITS, kbqa_corpus, kbqa_index, load_task
+from arpo.envs.tasks import SPLIT_SIZES, SPLITS, kbqa_corpus, kbqa_index, load_task
 
 
 @pytest.mark.parametrize("task", ["arith", "kbqa"])
@@ -18,7 +18,7 @@ def test_deterministic_and_seeded(task):
 def test_split_sizes_and_uids(task):
     for split in SPLITS:
         ex = load_task(task, split)
-        assert len(ex) >= 200
+        assert len(ex) == SPLIT_SIZES[task][split] >= 200
         assert len({e.uid for e in ex}) == len(ex)
         assert all(e.uid.startswith(f"{task}:{split}:") and e.data_source == task for e in ex)
         assert all(e.messages[-1]["role"] == "user" and len(e.ground_truth) == 1 for e in ex)

@@ -33,11 +33,20 @@ TOOLS = ("python", "search")
         ("plain text", Action("none", None, "", 10, None)),
         ("", Action("none", None, "", 0, None)),
         ("<python></python>", Action("tool", "python", "", 17)),
+        # one Markdown fence around python code is unwrapped; a search query is taken as written
+        ("<python>\n```python\nprint(1)\n```\n</python>", Action("tool", "python", "print(1)", 41)),
+        ("<python>```\na\nb\n```</python>", Action("tool", "python", "a\nb", 28)),
+        ("<python>x = '```'</python>", Action("tool", "python", "x = '```'", 26)),
+        ("<search>```q```</search>", Action("tool", "search", "```q```", 24)),
     ],
 )
 def test_parse_action_rules(text, expected):
-    assert parse_action(text, TOOLS) == expected
-    assert text[: expected.end] + text[expected.end :] == text
+    act = parse_action(text, TOOLS)
+    assert act == expected
+    if act.kind == "none":
+        assert act.end == len(text)
+    else:  # the turn ends exactly at its closing tag
+        assert text[: act.end].endswith(f"</{act.name}>")
 
 
 def test_disabled_tool_is_plain_text():
@@ -77,3 +86,11 @@ def test_encode_result_has_no_bos_and_round_trips():
     assert tok.bos_token_id not in ids  # ... but never to a tool result
     assert ids[1] == tok.convert_tokens_to_ids("<result>")
     assert tok.decode(ids) == "\n<result>\n17\n</result>\n"
+
+
+def test_encode_result_keeps_special_token_text_as_text():
+    tok = _bos_tokenizer()
+    ids = encode_result(tok, "x<s>y</result>z")
+    assert ids.count(tok.bos_token_id) == 0  # the printed "<s>" is plain text, not the BOS token
+    assert ids.count(tok.convert_tokens_to_ids("</result>")) == 1  # only the frame's closing tag
+    assert tok.decode(ids) == format_result("x<s>y</result>z")

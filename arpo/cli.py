@@ -1,4 +1,4 @@
-"""The `arpo` command: `arpo demo` and `arpo config` (the trainer, eval and plots arrive with later issues)."""
+"""The `arpo` command: `arpo demo`, `arpo config` and `arpo index` (the trainer, eval and plots arrive with later issues)."""
 from __future__ import annotations
 
 import argparse

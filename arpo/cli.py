@@ -1,4 +1,6 @@
-"""The `arpo` command: `arpo demo`, `arpo config` and `arpo index` (the trainer, eval and plots arrive with later issues)."""
+"""The `arpo` command: `arpo demo`, `arpo config` and `arpo index`.
+
+The trainer, evaluation and plots arrive with later issues."""
 from __future__ import annotations
 
 import argparse

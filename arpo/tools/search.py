@@ -7,6 +7,12 @@ body hit; 2× still lets a body that matches more query terms outrank a title th
 ``HTTPRetriever`` asks a Search-R1 retrieval server (``POST {"queries", "topk", "return_scores"}``) instead.
 Both format passages the same way (``Doc 1 (Title: …): text``) and can share one persistent ``QueryCache``.
 
+Cache identity: ``build_index`` writes a random build id into a ``meta`` table, and ``SearchIndex`` keys its
+cache entries by the build id of the file each connection reads (``fts5:<build id>``), so rebuilding an index
+at the same path never serves the old build's passages. An index built before the ``meta`` table existed is
+still searchable; it is keyed by path, inode and mtime (``fts5:<path>:<inode>:<mtime_ns>``), which also
+changes when ``build_index`` replaces the file (it writes a new file and renames it into place).
+
 Sanitising rule (``sanitize_query``): the model's text is never parsed as FTS5 syntax. Its word tokens (runs
 of unicode letters/digits) are lower-cased and de-duplicated, capped at ``MAX_QUERY_TERMS``, each quoted as
 an FTS5 string literal and joined with ``OR``. Operators (AND/OR/NOT/NEAR), column filters, ``*``, ``^``,
@@ -16,8 +22,11 @@ passages by how many (and how rare) of the query's terms they contain.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import http.client
+import io
 import json
+import math
 import os
 import re
 import sqlite3
@@ -26,6 +35,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +45,8 @@ from ..config import ToolsConfig
 from .base import ToolResult, truncate_utf8
 
 MAX_QUERY_TERMS = 32
+MAX_RESPONSE_BYTES = 8 << 20  # an HTTP retriever answer larger than this is an error, not read to the end
+_READ_CHUNK = 64 << 10
 TITLE_WEIGHT, TEXT_WEIGHT = 2.0, 1.0
 # unicode61 folds case and (remove_diacritics 2) accents, so "Gödel" finds "Godel"; porter stems the folded
 # tokens, so "founded"/"founder"/"founding" meet. Model queries paraphrase the corpus, and recall matters
@@ -121,6 +133,8 @@ def _write_index(corpus: Path, target: Path, progress: bool) -> int:
         if count == 0:
             raise CorpusError(f"{corpus}: no passages")
         conn.execute("INSERT INTO passages(passages) VALUES ('optimize')")  # one b-tree: faster queries
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('build_id', ?)", (uuid.uuid4().hex,))  # the cache identity
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -176,6 +190,8 @@ def _batches(rows: Iterator[tuple[str, str, str]], size: int) -> Iterator[list[t
 
 class QueryCache:
     """Persistent (backend, top_k, normalised query) → passages cache in one SQLite file, shared by threads.
+
+    ``backend`` names what answered: ``fts5:<index build id>`` or ``http:<url>``.
 
     Writes commit at once (WAL mode, so other processes sharing the file keep reading). ``hits``/``misses``
     count lookups since construction; only successful searches are stored.
@@ -262,7 +278,11 @@ def _answer_text(search: Callable[[str], list[Passage]], query: str) -> tuple[st
 
 
 class SearchIndex:
-    """BM25 search over an index built by ``build_index``; one read-only SQLite connection per thread."""
+    """BM25 search over an index built by ``build_index``; one read-only SQLite connection per thread.
+
+    Each connection keeps reading the file it opened, even after a rebuild replaces ``index_path``, and its
+    cache entries are keyed by that file's build identity (see the module docstring).
+    """
 
     name = "search"
 
@@ -273,6 +293,8 @@ class SearchIndex:
         max_output_bytes: int = 2048,
         cache: QueryCache | None = None,
     ):
+        _require_int("top_k", top_k, 1)
+        _require_int("max_output_bytes", max_output_bytes, 1)
         self.index_path = Path(index_path).resolve()
         if not self.index_path.is_file():
             hint = f"build it with `arpo index CORPUS.jsonl {index_path}`"
@@ -293,18 +315,27 @@ class SearchIndex:
             raise ValueError(f"{self.index_path} is not a search index ({reason}); rebuild with `arpo index`")
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = sqlite3.connect(self._uri, uri=True)
-        return conn
+        """This thread's connection; opening it records the build identity of the file it reads."""
+        if getattr(self._local, "conn", None) is None:
+            stat = self.index_path.stat()  # for an index without a build id (built before ``meta`` existed)
+            conn = sqlite3.connect(self._uri, uri=True)
+            try:
+                build = _build_id(conn) or f"{self.index_path}:{stat.st_ino}:{stat.st_mtime_ns}"
+            except BaseException:
+                conn.close()
+                raise
+            self._local.conn, self._local.build = conn, build
+        return self._local.conn
 
     def search(self, query: str, top_k: int | None = None) -> list[Passage]:
-        """The ``top_k`` best passages for ``query`` (any text; [] when it has no word)."""
-        k = top_k or self.top_k
+        """The ``top_k`` (None: the default) best passages for ``query``; [] when it has no word."""
+        k = self.top_k if top_k is None else _require_int("top_k", top_k, 1)
         match = sanitize_query(query)
         if match is None:
             return []
-        return _cached(self.cache, f"fts5:{self.index_path}", k, match, lambda: self._query(match, k))
+        self._conn()  # sets this thread's build identity
+        backend = f"fts5:{self._local.build}"
+        return _cached(self.cache, backend, k, match, lambda: self._query(match, k))
 
     def _query(self, match: str, k: int) -> list[Passage]:
         rows = self._conn().execute(
@@ -318,6 +349,27 @@ class SearchIndex:
         return _answer(self.search, query, self.max_output_bytes)
 
 
+def _build_id(conn: sqlite3.Connection) -> str | None:
+    """The build id ``build_index`` stored in the index, or None for an index built without one."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key = 'build_id'").fetchone()
+    return None if row is None else str(row[0])
+
+
+def _require_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _require_seconds(name: str, value: float, allow_zero: bool) -> float:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return float(value)
+
+
 # ------------------------------------------------------------------------------------------ HTTP retriever
 
 
@@ -326,8 +378,11 @@ class HTTPRetriever:
 
     Request ``{"queries": [q], "topk": k, "return_scores": true}``; answer
     ``{"result": [[{"document": {"id", "contents": '"Title"\\ntext'}, "score"}, …]]}``. Connection errors,
-    timeouts and 5xx are retried ``retries`` times with exponential backoff; 4xx and malformed answers
-    are not (they would repeat).
+    timeouts and 5xx are retried ``retries`` times with exponential backoff; 4xx, malformed answers and
+    answers over ``MAX_RESPONSE_BYTES`` are not (they would repeat). ``timeout_s`` is a deadline per
+    attempt, not per socket read: reading the status line, headers and body stops ``timeout_s`` after the
+    attempt began (connecting and sending, a few hundred bytes, use it as their socket timeout), so a server
+    that trickles its answer fails after about ``(retries + 1) * timeout_s`` plus the backoff sleeps.
     """
 
     name = "search"
@@ -342,12 +397,16 @@ class HTTPRetriever:
         cache: QueryCache | None = None,
         backoff_s: float = 0.5,
     ):
-        self.url, self.top_k, self.max_output_bytes = url, top_k, max_output_bytes
-        self.timeout_s, self.retries, self.cache, self.backoff_s = timeout_s, retries, cache, backoff_s
+        self.url, self.cache = url, cache
+        self.top_k = _require_int("top_k", top_k, 1)
+        self.max_output_bytes = _require_int("max_output_bytes", max_output_bytes, 1)
+        self.timeout_s = _require_seconds("timeout_s", timeout_s, allow_zero=False)
+        self.retries = _require_int("retries", retries, 0)
+        self.backoff_s = _require_seconds("backoff_s", backoff_s, allow_zero=True)
 
     def search(self, query: str, top_k: int | None = None) -> list[Passage]:
-        """The ``top_k`` passages for ``query``; raises ``SearchUnavailable`` when the server fails."""
-        k = top_k or self.top_k
+        """The ``top_k`` (None: the default) passages for ``query``; ``SearchUnavailable`` on failure."""
+        k = self.top_k if top_k is None else _require_int("top_k", top_k, 1)
         text = " ".join(query.split())  # a dense retriever reads natural text: only whitespace is normalised
         if sanitize_query(text) is None:
             return []
@@ -369,12 +428,92 @@ class HTTPRetriever:
         raise SearchUnavailable(f"{last}; {self.retries + 1} attempts")
 
     def _post(self, body: bytes) -> bytes:
+        """One attempt, read until ``timeout_s`` after it began; the body, at most ``MAX_RESPONSE_BYTES``."""
+        deadline = time.monotonic() + self.timeout_s
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-            return response.read()
+        opener = urllib.request.build_opener(_DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline))
+        with opener.open(request, timeout=self.timeout_s) as response:
+            return _read_capped(response, MAX_RESPONSE_BYTES)
 
     def __call__(self, query: str) -> ToolResult:
         return _answer(self.search, query, self.max_output_bytes)
+
+
+def _read_capped(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """The whole body, or ``SearchUnavailable`` once it is known to exceed ``limit`` bytes."""
+    too_large = SearchUnavailable(f"response too large (over {limit} bytes)")
+    if response.length is not None and response.length > limit:  # declared by Content-Length
+        raise too_large
+    chunks, size = [], 0
+    while chunk := response.read(_READ_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket reader whose every read times out at ``deadline`` (``time.monotonic()``), not after a gap."""
+
+    def __init__(self, sock, deadline: float):
+        super().__init__()
+        self._sock, self._raw, self._deadline = sock, sock.makefile("rb", buffering=0), deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out (request deadline)")
+        self._sock.settimeout(remaining)
+        return self._raw.readinto(buffer)
+
+    def close(self) -> None:
+        self._raw.close()  # releases the socket, as http.client's own reader does
+        super().close()
+
+
+class _DeadlineSocket:
+    """What ``HTTPResponse`` needs of its socket (``makefile``), giving it a ``_DeadlineReader``."""
+
+    def __init__(self, sock, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline))
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An HTTPResponse that reads its status line, headers and body through a ``_DeadlineReader``."""
+
+    def __init__(self, sock, *args, deadline: float, **kwargs):
+        super().__init__(_DeadlineSocket(sock, deadline), *args, **kwargs)
+
+
+class _DeadlineMixin:
+    """A urllib handler (one per attempt) whose connections answer with a ``_DeadlineResponse``."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(self, http_class, req, **kwargs):
+        def connect(*args, **conn_kwargs):
+            conn = http_class(*args, **conn_kwargs)
+            conn.response_class = functools.partial(_DeadlineResponse, deadline=self.deadline)
+            return conn
+
+        return super().do_open(connect, req, **kwargs)
+
+
+class _DeadlineHTTPHandler(_DeadlineMixin, urllib.request.HTTPHandler):
+    pass
+
+
+class _DeadlineHTTPSHandler(_DeadlineMixin, urllib.request.HTTPSHandler):
+    pass
 
 
 def _parse_response(raw: bytes, k: int) -> list[Passage]:

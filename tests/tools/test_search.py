@@ -307,6 +307,47 @@ def test_cache_is_thread_safe(index_path, tmp_path):
     assert cache.hits + cache.misses == len(queries) and cache.misses >= 4
 
 
+def _build_id(path: Path) -> str:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT value FROM meta WHERE key = 'build_id'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_rebuild_at_the_same_path_is_not_served_from_the_cache(tmp_path):
+    target, cache = tmp_path / "i.db", QueryCache(tmp_path / "cache.db")
+    build_index(_write_corpus(tmp_path / "a.jsonl", [GOOD]), target, progress=False)
+    first_build = _build_id(target)
+    tool = SearchIndex(target, cache=cache)
+    assert _ids(tool.search("alpha")) == ["a"] and _ids(tool.search("alpha")) == ["a"] and cache.hits == 1
+    build_index(_write_corpus(tmp_path / "b.jsonl", [{**GOOD, "id": "b"}]), target, progress=False)
+    assert _build_id(target) != first_build
+    assert _ids(SearchIndex(target, cache=cache).search("alpha")) == ["b"]
+    # Each connection keeps its file and cache key; the index's connection in a new thread reads the new file.
+    assert _ids(tool.search("alpha")) == ["a"]
+    with ThreadPoolExecutor(1) as pool:
+        assert _ids(pool.submit(tool.search, "alpha").result()) == ["b"]
+
+
+def _build_without_meta(corpus: Path, target: Path) -> None:
+    """An index as builds before the ``meta`` table made them."""
+    build_index(corpus, target, progress=False)
+    conn = sqlite3.connect(target)
+    conn.execute("DROP TABLE meta")
+    conn.commit()
+    conn.close()
+
+
+def test_index_without_build_id_is_keyed_by_path_inode_and_mtime(tmp_path):
+    target, cache = tmp_path / "i.db", QueryCache(tmp_path / "cache.db")
+    _build_without_meta(_write_corpus(tmp_path / "a.jsonl", [GOOD]), target)
+    assert _ids(SearchIndex(target, cache=cache).search("alpha")) == ["a"]
+    assert _ids(SearchIndex(target, cache=cache).search("alpha")) == ["a"] and cache.hits == 1
+    _build_without_meta(_write_corpus(tmp_path / "b.jsonl", [{**GOOD, "id": "b"}]), target)
+    assert _ids(SearchIndex(target, cache=cache).search("alpha")) == ["b"] and cache.misses == 2
+
+
 def test_corrupt_cache_is_a_clear_error(tmp_path):
     path = tmp_path / "cache.db"
     path.write_bytes(b"this is not a database " * 200)
@@ -349,17 +390,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._reply(200, b"<html>not json")
         if server.mode == "wrong-shape":
             return self._reply(200, json.dumps({"result": [[{"doc": 1}]]}).encode())
+        if server.mode == "trickle-headers":  # 60 bytes, one every 0.1 s: each read is well within a timeout
+            return self._trickle(b"HTTP/1.0 200 OK\r\n" + b"X-Pad: 1234\r\n" * 3 + b"\r\n")
+        if server.mode == "trickle-body":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            return self._trickle(b"x" * 60)
+        if server.mode == "huge":
+            return self._reply(200, b"x" * 5000)
+        if server.mode == "huge-unsized":  # no Content-Length: the body ends when the connection closes
+            return self._reply(200, b"x" * 5000, sized=False)
         docs = [
             {"document": {"id": str(i), "contents": f'"Title {i}"\nline one {i}\nline two'}, "score": 1 / (i + 1)}
             for i in range(payload["topk"])
         ]
-        self._reply(200, json.dumps({"result": [docs]}).encode())
+        self._reply(200, json.dumps({"result": [docs]}).encode(), sized=server.mode != "unsized")
 
-    def _reply(self, code: int, body: bytes):
+    def _reply(self, code: int, body: bytes, sized: bool = True):
         self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
+        if sized:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _trickle(self, data: bytes):
+        for i in range(len(data)):
+            self.wfile.write(data[i : i + 1])
+            time.sleep(0.1)
 
 
 @pytest.fixture
@@ -413,6 +471,33 @@ def test_http_timeout_is_an_error_result_after_retries(server):
     assert len(server.payloads) == 2
 
 
+@pytest.mark.parametrize("mode", ["trickle-headers", "trickle-body"])
+def test_http_timeout_bounds_the_whole_attempt_not_each_read(server, mode):
+    server.mode = mode
+    timeout_s, retries, backoff_s = 0.5, 1, 0.01
+    start = time.perf_counter()
+    result = _retriever(server.url, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)("zebra")
+    elapsed = time.perf_counter() - start
+    assert not result.ok and "unavailable" in result.text and "2 attempts" in result.text
+    assert elapsed < 3 * ((retries + 1) * timeout_s + backoff_s)  # per-read timeouts: 2 x 6 s
+    assert len(server.payloads) == 2
+
+
+@pytest.mark.parametrize("mode", ["huge", "huge-unsized"])
+def test_http_oversized_response_is_an_error_result_without_retry(server, monkeypatch, mode):
+    monkeypatch.setattr(search_mod, "MAX_RESPONSE_BYTES", 1000)
+    server.mode = mode
+    result = _retriever(server.url)("zebra")
+    assert not result.ok and "response too large (over 1000 bytes)" in result.text
+    assert len(server.payloads) == 1
+
+
+def test_http_response_without_content_length_is_read_to_the_end(server, monkeypatch):
+    monkeypatch.setattr(search_mod, "_READ_CHUNK", 7)  # many chunks
+    server.mode = "unsized"
+    assert _ids(_retriever(server.url).search("zebra", top_k=3)) == ["0", "1", "2"]
+
+
 @pytest.mark.parametrize("mode", ["garbage", "wrong-shape", "404"])
 def test_http_bad_answers_are_error_results_without_retry(server, mode):
     server.mode = mode
@@ -443,6 +528,45 @@ def test_http_cache_persists_and_failures_are_not_cached(server, tmp_path):
     assert len(server.payloads) == 2 and (cache.hits, cache.misses) == (0, 2)
     again = _retriever(server.url, cache=QueryCache(tmp_path / "cache.db"))("zebra")
     assert again.ok and len(server.payloads) == 2  # served by the cache file, no request
+
+
+# ------------------------------------------------------------------------------------------- arguments
+
+BAD_COMMON = [("top_k", 0), ("top_k", -1), ("top_k", 1.5), ("top_k", True), ("max_output_bytes", 0)]
+BAD_HTTP = BAD_COMMON + [
+    ("timeout_s", 0),
+    ("timeout_s", -1.0),
+    ("timeout_s", float("inf")),
+    ("timeout_s", float("nan")),
+    ("retries", -1),
+    ("retries", 0.5),
+    ("backoff_s", -0.1),
+]
+NO_SERVER = "http://127.0.0.1:1/retrieve"
+
+
+@pytest.mark.parametrize("name, value", BAD_COMMON)
+def test_index_rejects_bad_arguments(index_path, name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        SearchIndex(index_path, **{name: value})
+
+
+@pytest.mark.parametrize("name, value", BAD_HTTP)
+def test_http_rejects_bad_arguments(name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        HTTPRetriever(NO_SERVER, **{name: value})
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 2.0])
+def test_search_rejects_bad_top_k(index, top_k):
+    for tool in (index, HTTPRetriever(NO_SERVER)):
+        with pytest.raises(ValueError, match="^top_k must be an integer >= 1"):
+            tool.search("zebra", top_k=top_k)
+
+
+def test_search_top_k_none_is_the_default(index_path, server):
+    assert len(SearchIndex(index_path, top_k=2).search("the", top_k=None)) == 2
+    assert len(_retriever(server.url, top_k=1).search("zebra", top_k=None)) == 1
 
 
 # --------------------------------------------------------------------------------------- factory and CLI

@@ -1,7 +1,7 @@
 """Dataset files -> ``Example`` records, and an example -> prompt token ids.
 
-Accepted rows (a ``.parquet`` file holds ARPO/verl rows; a ``.jsonl`` file holds either kind, one JSON object
-per line, blank lines skipped):
+Accepted rows (a ``.parquet`` file holds ARPO/verl rows; a ``.jsonl`` file, UTF-8 with or without a byte-order
+mark, holds either kind, one JSON object per line, blank lines skipped):
 
 - ARPO / verl rows (recognised by a ``prompt`` key): ``prompt`` a non-empty list of chat messages
   ``{"role": str, "content": str}`` with at least one ``user`` message; ``data_source`` a non-empty string;
@@ -178,8 +178,9 @@ def load_parquet(path: str | Path) -> list[Example]:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text, UTF-8 with or without a byte-order mark (Windows tools write one)."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise DatasetError(f"{path}: cannot read: {err}") from None
 

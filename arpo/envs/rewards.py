@@ -2,8 +2,8 @@
 
 Every reward function has the signature ``fn(response, ground_truth) -> float``; ``ground_truth`` holds one or
 more accepted answers and the score is the best over them. The answer is the content of the last complete
-``<answer>...</answer>`` (see ``extract_answer``); a response without one scores 0 (``format`` excepted, which
-scores the tags themselves).
+``<answer>...</answer>`` outside tool results (see ``extract_answer``); a response without one scores 0
+(``format`` excepted, which scores the tags themselves).
 
 - ``exact_match``: 1 if the SQuAD-normalised answer equals a normalised accepted answer.
 - ``f1``: SQuAD token F1 between normalised answer and accepted answer.
@@ -16,14 +16,17 @@ scores the tags themselves).
   ``x=3`` = ``3``, ``50\\%`` = ``0.5``; floats are compared to 6 decimals (``0.3333`` != ``1/3``).
 - ``format``: 1 if the response is well formed (see ``format_reward``).
 
-Time limit: sympy can run for ever (``9^{9^{9}}`` against ``1`` does), and math-verify's own limit uses
-``signal.alarm``, which raises in any thread but the main one. So parsing and comparison run in a small pool
-of worker processes (``spawn`` context, started on first use, at most ``MATH_WORKERS``); the caller waits at
-most ``timeout_s`` (default ``MATH_TIMEOUT_S``) from any thread, and a late worker is killed, replaced on the
-next call, logged as a warning and scored 0. Measured cost once warm: 0.1 ms of IPC per call; 0.7 ms per call
-for integers, 2-3 ms for fractions vs decimals, ~9 ms for polynomials that need ``simplify``; starting a
-worker (once, and again after a kill) takes ~0.5 s. As with any ``spawn`` start, a script that scores
-``math`` must keep its top-level code under ``if __name__ == "__main__":``.
+Time and memory limits: sympy can run for ever (``9^{9^{9}}`` against ``1`` does), and math-verify's own limit
+uses ``signal.alarm``, which raises in any thread but the main one. So parsing and comparison run in a pool of
+``MATH_WORKERS`` worker processes (``spawn`` context), each with its address space capped at
+``MATH_MEMORY_BYTES``. A call gets ``timeout_s`` (default ``MATH_TIMEOUT_S``) of wall-clock time from any
+thread, for waiting for a free worker and for the comparison together; past it the call scores 0 with a
+warning, and a worker still busy is killed and replaced in the background. A worker found dead is replaced
+and the comparison retried once within the same budget. The one wait outside the budget is the pool's
+start (~0.5 s, up to ``_WORKER_START_S`` on a cold disk): ``warm_up()``, which a trainer calls once, or else
+the first call. Measured cost once warm: 0.1 ms of IPC per call; 0.7 ms per call for integers, 2-3 ms for
+fractions vs decimals, ~9 ms for polynomials that need ``simplify``. As with any ``spawn`` start, a script
+that scores ``math`` must keep its top-level code under ``if __name__ == "__main__":``.
 
 ``get_reward_fn`` resolves a ``data.reward`` name, including ``auto`` (per data_source) and custom
 ``'package.module:function'`` rewards, whose return values are checked.
@@ -40,12 +43,14 @@ import queue
 import re
 import string
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from arpo.config import REWARD_FNS
 from arpo.envs.prompts import KNOWN_TOOLS
 
 __all__ = [
+    "MATH_MEMORY_BYTES",
     "MATH_TIMEOUT_S",
     "RewardError",
     "auto_reward_name",
@@ -56,12 +61,15 @@ __all__ = [
     "get_reward_fn",
     "math_reward",
     "normalize_answer",
+    "strip_results",
+    "warm_up",
 ]
 
 logger = logging.getLogger(__name__)
 
 MATH_TIMEOUT_S = 5.0
 MATH_WORKERS = 4
+MATH_MEMORY_BYTES = 1 << 30  # address-space cap (RLIMIT_AS) of a math-verify worker
 _WORKER_START_S = 120.0  # a worker imports sympy; a cold disk can take a while
 
 RewardFn = Callable[[str, Sequence[str]], float]
@@ -76,16 +84,31 @@ class RewardError(ValueError):
 
 
 def extract_answer(response: str, tag: str = "answer") -> str | None:
-    """The stripped content of the last complete ``<tag>...</tag>`` in ``response``, or None if there is none.
+    """The stripped content of the last complete ``<tag>...</tag>`` in ``response`` outside tool results, or
+    None if there is none.
 
-    A complete pair is an opening tag and the first closing tag after it, with no other opening tag in
-    between: with nested or stray opening tags the innermost pair wins (``<answer>a <answer>b</answer>``
-    gives ``b``), a stray closing tag is ignored, and an unclosed ``<answer>`` after a complete one does not
-    hide it. The last pair is taken because agents revise: a final answer supersedes one written (or quoted)
-    before it.
+    Tool results are not the model's words (a retrieved document may hold ``<answer>Paris</answer>``), so
+    ``strip_results`` removes them first. A complete pair is an opening tag and the first closing tag after
+    it, with no other opening tag in between: with nested or stray opening tags the innermost pair wins
+    (``<answer>a <answer>b</answer>`` gives ``b``), a stray closing tag is ignored, and an unclosed
+    ``<answer>`` after a complete one does not hide it. The last pair is taken because agents revise: a final
+    answer supersedes one written (or quoted) before it.
     """
-    match = _last_pair(response, tag)
+    match = _last_pair(strip_results(response), tag)
     return None if match is None else match.group(1).strip()
+
+
+def strip_results(response: str) -> str:
+    """``response`` without its tool results: every ``<result>...</result>`` block is removed, and an unclosed
+    ``<result>`` with all the text after it.
+
+    The engine appends each result as ``\\n<result>\\n...\\n</result>\\n`` with result tags inside the tool's
+    text escaped (``arpo.tools.parser.format_result``), so a block's first ``</result>`` is its end.
+    """
+    return _RESULT_BLOCK.sub("", response)
+
+
+_RESULT_BLOCK = re.compile(r"<result>.*?(?:</result>|\Z)", re.DOTALL)
 
 
 def _last_pair(response: str, tag: str) -> re.Match | None:
@@ -163,12 +186,14 @@ def f1_reward(response: str, ground_truth: Sequence[str], *, answer_tag: str = "
 def format_reward(response: str, ground_truth: Sequence[str] = (), *, answer_tag: str = "answer") -> float:
     """1.0 if the response ends its work with an answer, else 0.0 (``ground_truth`` is ignored).
 
-    Precisely: ``extract_answer`` finds a complete ``<answer>...</answer>``, and the text after that answer's
-    ``</answer>`` holds no unclosed tool call, i.e. no ``<python>`` or ``<search>`` without a matching closing
-    tag after it (a call the model started after answering and never finished, as a truncated response has).
+    Precisely, in the response without its tool results (``strip_results``): ``extract_answer`` finds a
+    complete ``<answer>...</answer>``, and the text after that answer's ``</answer>`` holds no unclosed tool
+    call, i.e. no ``<python>`` or ``<search>`` without a matching closing tag after it (a call the model
+    started after answering and never finished, as a truncated response has).
     """
-    answer = _last_pair(response, answer_tag)
-    return float(answer is not None and _UNCLOSED_TOOL.search(response, answer.end()) is None)
+    own = strip_results(response)
+    answer = _last_pair(own, answer_tag)
+    return float(answer is not None and _UNCLOSED_TOOL.search(own, answer.end()) is None)
 
 
 _UNCLOSED_TOOL = re.compile(rf"<({'|'.join(KNOWN_TOOLS)})>(?![\s\S]*</\1>)")
@@ -198,8 +223,14 @@ def _math_equal(golds: tuple[str, ...], pred: str) -> bool:
     )
 
 
-def _serve(conn) -> None:
-    """Worker loop: receive ``(golds, pred)``, send back whether they match, until the pipe closes."""
+def _serve(conn, memory_bytes: int) -> None:
+    """Worker loop: receive ``(golds, pred)``, send back ``(match, retire)``, until the pipe closes.
+
+    The worker's address space is capped at ``memory_bytes`` (``RLIMIT_AS``): a number that outgrows it
+    raises MemoryError inside sympy, which math-verify reports as no match. Once the worker's peak resident
+    memory has passed half the cap it answers with ``retire`` set and exits, so that the parent replaces it.
+    """
+    _limit_memory(memory_bytes)
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled": ours is outside it
     import math_verify  # noqa: F401  (imported before "ready", so start-up is not charged to a call)
 
@@ -210,25 +241,55 @@ def _serve(conn) -> None:
         except EOFError:
             return
         try:
-            conn.send(_math_equal(golds, pred))
-        except Exception:  # a math-verify bug is a wrong answer, not a dead worker
-            conn.send(False)
+            match = _math_equal(golds, pred)
+        except Exception:  # a math-verify bug (or MemoryError) is a wrong answer, not a dead worker
+            match = False
+        retire = _peak_rss_bytes() > memory_bytes // 2
+        conn.send((match, retire))
+        if retire:
+            return
+
+
+def _limit_memory(memory_bytes: int) -> None:
+    """Cap this process's address space at ``memory_bytes`` (or at a lower limit already in place)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = min(x for x in (memory_bytes, soft, hard) if x != resource.RLIM_INFINITY)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 class _Worker:
-    """One worker process and the parent's end of its pipe."""
+    """One worker process and the parent's end of its pipe; the constructor waits until it is ready."""
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx, memory_bytes: int) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="arpo-math-verify")
+        self.proc = ctx.Process(target=_serve, args=(child, memory_bytes), daemon=True,
+                                name="arpo-math-verify")
         self.proc.start()
         child.close()
-        if not self.conn.poll(_WORKER_START_S) or self.conn.recv() != "ready":
-            self.kill()
-            raise RuntimeError(f"math-verify worker did not start within {_WORKER_START_S:.0f} s")
+        if not self.conn.poll(_WORKER_START_S):
+            self._fail(f"not ready within {_WORKER_START_S:.0f} s")
+        try:
+            ready = self.conn.recv() == "ready"
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            self.proc.join(timeout=10)  # it is exiting; wait to say how
+            self._fail(f"exited with code {self.proc.exitcode}")
 
-    def run(self, golds: tuple[str, ...], pred: str, timeout_s: float) -> bool:
-        """The worker's verdict; TimeoutError if it takes longer than ``timeout_s``, EOFError if it died."""
+    def _fail(self, why: str) -> None:
+        self.kill()
+        raise RuntimeError(f"math-verify worker did not start: {why}")
+
+    def run(self, golds: tuple[str, ...], pred: str, timeout_s: float) -> tuple[bool, bool]:
+        """``(match, retire)``; TimeoutError past ``timeout_s``, EOFError or OSError if the worker is dead."""
         self.conn.send((golds, pred))
         if not self.conn.poll(timeout_s):
             raise TimeoutError
@@ -240,36 +301,128 @@ class _Worker:
         self.conn.close()
 
 
-class _MathPool:
-    """At most ``size`` workers, each serving one call at a time; safe to call from any thread."""
+_DIED = object()  # _MathPool._try's verdict when the worker it used was dead
 
-    def __init__(self, size: int) -> None:
+
+class _MathPool:
+    """``size`` workers, each serving one call at a time; safe to call from any thread.
+
+    ``warm_up`` starts the workers and waits until they are ready; the first call does it if nobody has. After
+    that a caller never starts a worker itself: a killed or retired worker is replaced in a background thread,
+    and callers wait for an idle worker within their own time budget.
+    """
+
+    def __init__(self, size: int, memory_bytes: int = MATH_MEMORY_BYTES) -> None:
         self._ctx = multiprocessing.get_context("spawn")
-        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
-        self._slots = threading.BoundedSemaphore(size)
+        self._size, self._memory_bytes = size, memory_bytes
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self._cond = threading.Condition()
+        self._live = 0  # workers running or starting
+        self._starting = 0
+        self._warm = False
+
+    def warm_up(self) -> None:
+        """Start any missing worker and wait until none is starting; RuntimeError if then none is running."""
+        self._fill()
+        with self._cond:
+            self._cond.wait_for(lambda: self._starting == 0)
+            if self._live == 0:
+                raise RuntimeError("no math-verify worker could start; see the errors logged above")
+            self._warm = True
 
     def equal(self, golds: tuple[str, ...], pred: str, timeout_s: float) -> bool:
-        with self._slots:
-            worker = self._take()
-            try:
-                result = worker.run(golds, pred, timeout_s)
-            except (TimeoutError, EOFError, OSError) as err:
-                worker.kill()
-                why = f"took longer than {timeout_s:g} s" if isinstance(err, TimeoutError) else "crashed"
-                logger.warning("math reward: comparison %s; scored 0 (answer %.200r, gold %.200r)",
-                               why, pred, golds)
-                return False
-            self._idle.put(worker)
-            return result
+        """Whether ``pred`` matches a gold, decided within ``timeout_s`` of this call (else False, logged).
 
-    def _take(self) -> _Worker:
+        A worker found dead (killed while idle, or on this very input) is replaced, and the comparison is
+        tried once more on another worker within what is left of the budget.
+        """
+        if not self._warm:
+            self.warm_up()  # the one wait outside the budget: a cold pool has no worker to wait for
+        deadline = time.monotonic() + timeout_s
+        for _ in range(2):
+            verdict = self._try(golds, pred, deadline, timeout_s)
+            if verdict is not _DIED:
+                return verdict
+        _warn("two workers died on it", pred, golds)
+        return False
+
+    def _try(self, golds: tuple[str, ...], pred: str, deadline: float, timeout_s: float):
+        """One comparison on an idle worker: its verdict, False past the deadline, or ``_DIED``."""
+        worker = self._acquire(deadline)
+        if worker is None:
+            _warn(f"found no free worker within {timeout_s:g} s", pred, golds)
+            return False
         try:
-            return self._idle.get_nowait()
+            match, retire = worker.run(golds, pred, deadline - time.monotonic())
+        except TimeoutError:
+            self._retire(worker)
+            _warn(f"took longer than {timeout_s:g} s", pred, golds)
+            return False
+        except (EOFError, OSError):
+            self._retire(worker)
+            logger.warning("math reward: worker died (exit code %s); trying another (answer %.200r)",
+                           worker.proc.exitcode, pred)
+            return _DIED
+        if retire:
+            self._retire(worker)
+        else:
+            self._idle.put(worker)
+        return match
+
+    def _acquire(self, deadline: float) -> _Worker | None:
+        """An idle worker with time left before ``deadline``, or None."""
+        try:
+            worker = self._idle.get(timeout=max(0.0, deadline - time.monotonic()))
         except queue.Empty:
-            return _Worker(self._ctx)
+            return None
+        if deadline - time.monotonic() <= 0:
+            self._idle.put(worker)
+            return None
+        return worker
+
+    def _retire(self, worker: _Worker) -> None:
+        """Kill ``worker`` and start its replacement in the background."""
+        worker.kill()
+        with self._cond:
+            self._live -= 1
+        self._fill()
+
+    def _fill(self) -> None:
+        """Start workers in background threads until ``size`` are running or starting."""
+        with self._cond:
+            missing = self._size - self._live
+            self._live += missing
+            self._starting += missing
+        for _ in range(missing):
+            threading.Thread(target=self._start_one, daemon=True, name="arpo-math-verify-start").start()
+
+    def _start_one(self) -> None:
+        try:
+            worker = _Worker(self._ctx, self._memory_bytes)
+        except Exception:
+            logger.exception("math reward: a math-verify worker failed to start")
+            worker = None
+        with self._cond:
+            if worker is None:
+                self._live -= 1
+            else:
+                self._idle.put(worker)
+            self._starting -= 1
+            self._cond.notify_all()
+
+
+def _warn(what: str, pred: str, golds: tuple[str, ...]) -> None:
+    logger.warning("math reward: %s; scored 0 (answer %.200r, gold %.200r)", what, pred, golds)
 
 
 _POOL = _MathPool(MATH_WORKERS)
+
+
+def warm_up() -> None:
+    """Start the math-verify workers and wait until they are ready (~0.5 s; up to ``_WORKER_START_S`` on a
+    cold disk). A trainer that scores ``math`` calls this once before its first batch; otherwise the first
+    ``math_reward`` call does it, outside its time budget. RuntimeError if no worker can start."""
+    _POOL.warm_up()
 
 
 def math_reward(
@@ -281,7 +434,8 @@ def math_reward(
 ) -> float:
     """1.0 if the answer is mathematically equivalent to any accepted answer (math-verify), else 0.0.
 
-    The comparison gets at most ``timeout_s`` seconds of wall-clock time (any thread); past it, 0.0.
+    The call takes at most ``timeout_s`` seconds of wall-clock time (any thread), waiting for a free worker
+    included; past it, 0.0 with a warning. Only a cold pool's start is not counted (see ``warm_up``).
     """
     pred = extract_answer(response, answer_tag)
     answers = _answers(ground_truth)

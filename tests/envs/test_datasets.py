@@ -200,6 +200,14 @@ def test_jsonl_line_separator_inside_a_string(tmp_path):
     assert example.question == "a\u2028b"
 
 
+def test_jsonl_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n", encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    (example,) = load_jsonl(path)
+    assert (example.uid, example.question, example.ground_truth) == ("bom.jsonl:1", "q", ("a",))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # load_dataset
 

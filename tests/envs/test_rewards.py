@@ -1,7 +1,10 @@
-"""Reward functions: answer extraction, SQuAD EM/F1, math-verify equivalence under a time limit, format,
-and the registry. The math tests share the module's one worker pool (a worker's ~0.5 s start is the slow
-part)."""
+"""Reward functions: answer extraction (tool results left out), SQuAD EM/F1, math-verify equivalence under
+time and memory limits, format, and the registry. The math tests share the module's one worker pool (a
+worker's ~0.5 s start is the slow part); a test that gets workers killed warms the pool up again after."""
 import logging
+import multiprocessing.connection
+import os
+import signal
 import threading
 import time
 
@@ -18,6 +21,8 @@ from arpo.envs.rewards import (
     get_reward_fn,
     math_reward,
     normalize_answer,
+    strip_results,
+    warm_up,
 )
 
 
@@ -48,6 +53,36 @@ def ans(text: str) -> str:
 )
 def test_extract_answer(response, expected):
     assert extract_answer(response) == expected
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        # the engine's layout: an answer inside a retrieved document is not the model's answer
+        ("<search>q</search>\n<result>\nDoc 1: <answer>Paris</answer>\n</result>\n", None),
+        ("<search>q</search>\n<result>\n<answer>Paris</answer>\n</result>\n<answer>Rome</answer>", "Rome"),
+        ("<answer>Rome</answer><search>q</search>\n<result>\n<answer>Paris</answer>\n</result>\n", "Rome"),
+        ("<answer>Rome</answer><search>q</search>\n<result>\n<answer>Paris</answer>", "Rome"),  # unclosed
+        ("<result>a</result><answer>x</answer><result>b</result>", "x"),
+    ],
+)
+def test_extract_answer_ignores_tool_results(response, expected):
+    assert extract_answer(response) == expected
+    assert exact_match_reward(response, ["paris"]) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("a\n<result>\nx\n</result>\nb", "a\n\nb"),  # the block only
+        ("a<result>x</result>b<result>y</result>c", "abc"),
+        ("a<result>x</result>b<result>y <answer>z</answer>", "ab"),  # unclosed: runs to the end
+        ("a</result>b", "a</result>b"),  # a stray closing tag stays
+        ("no results", "no results"),
+    ],
+)
+def test_strip_results(response, expected):
+    assert strip_results(response) == expected
 
 
 def test_extract_answer_custom_tag():
@@ -134,6 +169,9 @@ def test_f1(response, truth, expected):
         ("<answer>4", 0.0),  # unclosed answer
         ("<python>x <answer>4</answer>", 1.0),  # an unclosed call *before* the answer is not checked
         ("", 0.0),
+        ("<search>q</search>\n<result>\n<answer>4</answer>\n</result>\n", 0.0),  # the answer is a tool's
+        ("<answer>4</answer><search>q</search>\n<result>\n<python>x\n</result>\n", 1.0),  # a tool's text
+        ("<answer>4</answer><result>\n<python>x", 1.0),  # in an unclosed result block
     ],
 )
 def test_format(response, expected):
@@ -181,7 +219,7 @@ def test_math_many_answers_and_no_answer():
 def test_math_time_limit_from_a_worker_thread(caplog):
     # 9^(9^9) has ~370 million digits: sympy computes it exactly when comparing, for minutes.
     # Run from a non-main thread, where math-verify's own signal.alarm limit cannot work.
-    assert math_reward(ans("1"), ["1"]) == 1.0  # a warm worker: its start-up is not timed below
+    warm_up()  # workers ready: their start-up is not timed below
     out = {}
 
     def score():
@@ -198,6 +236,85 @@ def test_math_time_limit_from_a_worker_thread(caplog):
     assert 1.0 <= out["seconds"] < 3.0
     assert "longer than 1 s" in caplog.text
     assert math_reward(ans("2"), ["2"]) == 1.0  # the killed worker was replaced
+    warm_up()
+
+
+def test_math_time_limit_covers_waiting_for_a_worker(caplog):
+    # twice as many slow calls as workers: half time out running, half waiting for a free worker
+    warm_up()
+    seconds = [None] * (2 * rewards.MATH_WORKERS)
+
+    def score(i):
+        start = time.perf_counter()
+        assert math_reward(ans("9^{9^{9}}"), ["1"], timeout_s=1.0) == 0.0
+        seconds[i] = time.perf_counter() - start
+
+    with caplog.at_level(logging.WARNING, logger="arpo.envs.rewards"):
+        threads = [threading.Thread(target=score, args=(i,)) for i in range(len(seconds))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    assert all(s is not None and s < 3.0 for s in seconds), seconds  # generous: a loaded 2-core machine
+    assert caplog.text.count("took longer than 1 s") == rewards.MATH_WORKERS
+    assert caplog.text.count("found no free worker within 1 s") == rewards.MATH_WORKERS
+    warm_up()  # the replacements, started in the background
+    assert math_reward(ans("0.5"), ["1/2"]) == 1.0
+
+
+def test_math_worker_killed_while_idle(caplog):
+    warm_up()
+    victim = rewards._POOL._idle.queue[0]  # the worker the next call takes
+    os.kill(victim.proc.pid, signal.SIGKILL)
+    assert multiprocessing.connection.wait([victim.proc.sentinel], timeout=10)
+    with caplog.at_level(logging.WARNING, logger="arpo.envs.rewards"):
+        assert math_reward(ans("0.5"), ["1/2"]) == 1.0  # retried on another worker
+    assert f"worker died (exit code -{signal.SIGKILL})" in caplog.text
+    warm_up()
+    idle = list(rewards._POOL._idle.queue)
+    assert len(idle) == rewards.MATH_WORKERS and victim not in idle
+
+
+def test_math_worker_memory_cap():
+    warm_up()
+    limits = open(f"/proc/{rewards._POOL._idle.queue[0].proc.pid}/limits").read()
+    assert f"Max address space         {rewards.MATH_MEMORY_BYTES}" in limits
+
+
+@pytest.fixture
+def small_pool():
+    pools = []
+
+    def make(**kwargs):
+        pools.append(rewards._MathPool(1, **kwargs))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        while not pool._idle.empty():
+            pool._idle.get().kill()
+
+
+def test_math_memory_hungry_input(small_pool):
+    # 2^(2^34) is a 2 GiB integer: under a 300 MiB cap sympy's MemoryError ends the comparison in seconds
+    # (uncapped it grows for minutes); the worker then retires and a fresh one replaces it
+    pool = small_pool(memory_bytes=300 << 20)
+    pool.warm_up()
+    first = pool._idle.queue[0]
+    start = time.perf_counter()
+    assert pool.equal(("1",), "2^{2^{34}}", timeout_s=60.0) is False
+    assert time.perf_counter() - start < 30.0
+    pool.warm_up()
+    assert pool._idle.queue[0] is not first and first.proc.exitcode is not None
+    assert pool.equal(("2",), "2", timeout_s=10.0) is True
+
+
+def test_math_workers_that_cannot_start(small_pool, caplog):
+    pool = small_pool(memory_bytes=1 << 20)  # 1 MiB: the worker fails to import math-verify
+    with caplog.at_level(logging.ERROR, logger="arpo.envs.rewards"):
+        with pytest.raises(RuntimeError, match="no math-verify worker could start"):
+            pool.equal(("1",), "1", timeout_s=5.0)
+    assert "worker did not start: exited with code 1" in caplog.text
 
 
 def test_math_concurrent_threads():

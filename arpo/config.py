@@ -376,6 +376,11 @@ class ToolsConfig(_Section):
     )
     python_timeout_s: float = _f(5.0, "wall-clock limit of one python call, seconds")
     python_memory_mb: int = _f(1024, "address-space limit of one python call, MiB")
+    python_require_isolation: bool = _f(
+        True,
+        "python calls fail ('sandbox unavailable') unless the host grants a PID namespace and a private "
+        "filesystem or an unprivileged uid; false = run them with rlimits and whatever isolation is granted",
+    )
     max_output_bytes: int = _f(
         2048, "tool result text (stdout+stderr, passages) is truncated to this many bytes"
     )

@@ -2,59 +2,81 @@
 
 Linux only. One call::
 
-    host ─Popen─▶ wrapper  `python -I -S -c _BOOTSTRAP`: own session and process group, scrubbed environment;
-                   │       unshare(NEWNS|NEWPID|NEWNET|NEWIPC), inside a new user namespace when not root
-                   └─fork─▶ init  PID 1 of the new PID namespace: private filesystem view, drops privileges,
-                                  sets rlimits, execs `python -I -B -X utf8 snippet.py` (the user code)
+    host ─Popen─▶ wrapper  `python -I -S -c _BOOTSTRAP FD`: own session and process group, scrubbed
+                   │       environment, config (JSON) on stdin; joins the call's cgroup, then unshares the
+                   │       mount, PID, net and IPC namespaces one by one (inside a new user namespace when
+                   │       none is granted directly)
+                   └─fork─▶ init  PID 1 of the new PID namespace (or a plain child): private filesystem view
+                                  if it has its own mount namespace, drops privileges, sets rlimits, checks
+                                  the isolation policy, execs `python -I -B -X utf8 snippet.py` (user code)
 
-The code travels in ``snippet.py`` inside a fresh ``tempfile.mkdtemp`` directory (never on the command line),
-which is the snippet's working directory, HOME and TMPDIR, and is deleted after the call. stdout and stderr
-share one pipe (they interleave as on a terminal); the host keeps the first ``max_output_bytes`` and discards
-the rest while draining, so unbounded output never reaches host memory. The wall-clock timeout covers the
-whole call; afterwards (timeout or not) the wrapper's process group is SIGKILLed.
+The code travels in ``snippet.py`` inside a fresh ``tempfile.mkdtemp`` directory (never on a command line, nor
+is anything identifying the host), which is the snippet's working directory, HOME and TMPDIR (seen as /tmp
+under "fs"), and is deleted after the call. stdout and stderr share one pipe (they interleave as on a
+terminal); the host keeps the first ``max_output_bytes`` and discards the rest while draining, so unbounded
+output never reaches host memory. The wall-clock timeout covers the whole call; afterwards (timeout or not)
+the wrapper's process group is SIGKILLed, and so is everything left in the call's cgroup.
+
+Isolation policy: a call needs "pid" and one of "fs" / "uid" (the snippet can neither signal the host nor
+write host files as the host's uid). With ``require_isolation=True`` (the default) a call without them runs no
+code and returns ``Error: python sandbox unavailable: <why> ...``; with False it runs with what was granted.
+Either way a sandbox logs a warning the first time the policy is not met.
 
 Always enforced:
-- rlimits: RLIMIT_CPU (``cpu_s``), RLIMIT_AS (``memory_mb``: large allocations raise MemoryError),
+- rlimits: RLIMIT_CPU (``cpu_s``), RLIMIT_AS (``memory_mb`` per process: large allocations raise MemoryError),
   RLIMIT_FSIZE (``max_file_bytes`` per file), RLIMIT_NPROC (``max_processes``), RLIMIT_CORE = 0; no_new_privs.
 - environment: only PATH, HOME, TMPDIR, LANG, PYTHONIOENCODING, PYTHONDONTWRITEBYTECODE and
   OMP/OPENBLAS_NUM_THREADS=1 (single-threaded math libraries, so NPROC and AS hold on many-core hosts).
   ``-I`` also hides user site-packages; the interpreter's own packages (numpy, sympy, ...) stay importable.
 - the snippet's parent is the disposable wrapper, never the host; the process group is killed after each call;
   if the host (its calling thread) dies mid-call, PR_SET_PDEATHSIG kills the wrapper and then the init.
+- a host running as root never runs the snippet as uid 0 outside a user namespace (see "uid").
 
-Enforced when the kernel grants the namespaces (reported per call in ``PythonSandbox.last_isolation``):
+Enforced when granted (reported per call in ``PythonSandbox.last_isolation``):
+- "cgroup": the call's processes share a fresh cgroup (a child of the host's own: v2 where that delegates
+  memory and pids, else v1 memory + pids), removed after the call: ``memory_mb`` bounds their total memory
+  (beyond it the kernel's OOM killer SIGKILLs one of them; no swap) and ``max_processes`` their total tasks,
+  and every process left in it is killed when the wrapper exits, even one that left the process group.
+  Cgroups left by a host killed mid-call are removed by the next call.
 - "net": a new network namespace with only a down loopback: no connection anywhere, host ports included.
 - "pid", "ipc": a new PID namespace: the snippet cannot see or signal host processes (``os.getppid()`` is 0),
   and when its PID 1 exits the kernel kills every process left in it, even ones that left the process group.
-- "fs": a new mount namespace in which every mount is remounted read-only and nosuid, the working directory
-  is a private tmpfs of ``max_file_bytes`` (plus the code), and /proc is a fresh read-only procfs of the new
-  PID namespace (other processes' environ and cmdline are out of sight). The snippet can read host files as
-  its uid may, but writes only to its working directory. Filesystem sockets stay connectable where their
-  permissions allow.
-- "uid" (host is root, namespaces created directly): the snippet runs as an unprivileged uid unique to the
-  call (0x40000000 + wrapper pid) without capabilities, so file permissions bind it, it cannot undo the
-  mounts, and RLIMIT_NPROC (which never binds uid 0) caps its processes. Directories on the interpreter's
-  path or the working directory's that others cannot search (e.g. /root for /root/.pyenv) are covered, inside
-  the mount namespace, by a tmpfs holding only the needed entry, which also hides the rest of them.
-- "userns" (creating the namespaces directly was refused, e.g. host not root): they belong to a new user
-  namespace that maps only the caller's own uid, so RLIMIT_NPROC counts only this call's processes and file
-  permissions are the caller's.
+- "fs": a mount namespace of the call's own (the host's mounts are never touched), in which every mount is
+  remounted read-only and nosuid, /tmp is a private tmpfs of ``max_file_bytes`` (plus the code) holding the
+  code as /tmp/snippet.py (so tracebacks are the same run to run; the host's /tmp is hidden) and /proc is a
+  fresh read-only procfs of the new PID namespace (other processes' environ and cmdline are out of sight).
+  The snippet can read host files as its uid may, but writes only to /tmp. Filesystem sockets stay
+  connectable where their permissions allow. (If the interpreter lives under /tmp, the tmpfs is mounted on
+  the random working directory instead.)
+- "uid" (host is root, not in a user namespace): the snippet runs as an unprivileged uid unique to the call
+  (0x40000000 + wrapper pid) without capabilities, so file permissions bind it, it cannot undo the mounts or
+  signal root's processes, and RLIMIT_NPROC (which never binds uid 0) caps its processes. Directories on the
+  interpreter's path that others cannot search (e.g. /root for /root/.pyenv) are covered, inside the mount
+  namespace, by a tmpfs holding only the needed entry, which also hides the rest of them. Without "fs" the
+  working directory is chowned to that uid, and an interpreter under such a directory cannot start.
+- "userns" (no namespace could be created directly, e.g. host not root): they belong to a new user namespace
+  that maps only the caller's own uid, so RLIMIT_NPROC counts only this call's processes and file permissions
+  are the caller's.
 
-Not isolated: without "fs" the snippet writes wherever its user can; without "pid" it can signal its user's
-processes and read their /proc entries, and processes that call setsid() survive the group kill (bounded by
-RLIMIT_CPU only). As root without "uid" (no namespaces, or only "userns" for lack of CAP_SYS_ADMIN) it runs
-as uid 0 with an empty capability bounding set: no capabilities after the exec, but root's files and device
-nodes are its own (so "fs" is not reported) and RLIMIT_NPROC does not bind, leaving a fork bomb to the
-timeout (and to the PID namespace teardown). The snippet is PID 1 of its namespace, so signals it sends
-itself with a default action are ignored (RLIMIT_CPU still kills: soft = hard limit, so the kernel's SIGKILL
-follows at once). No seccomp, no cgroups: CPU share and disk bandwidth are not limited, and RLIMIT_AS bounds
-each process, not the sum over up to ``max_processes`` of them.
+Not isolated: without "fs" the snippet writes wherever its uid may (world-writable /tmp and /dev/shm included;
+as the host's own uid that is the host's files), sees the host's /proc, and tracebacks show the random working
+directory; without "pid" it can see its user's processes and signal them if it has the host's uid, and without
+"pid" and "cgroup" processes that call setsid() survive the group kill (bounded by RLIMIT_CPU only). As root
+with only "userns" (no CAP_SYS_ADMIN) it runs as uid 0 with an empty capability bounding set: no capabilities
+after the exec, but root's files and device nodes are its own (so "fs" is not reported) and RLIMIT_NPROC does
+not bind. Without "cgroup", memory is bounded per process only: ``memory_mb`` x ``max_processes`` bounds the
+total, which is why ``max_processes`` defaults to 16 then (64 with "cgroup"). The snippet is PID 1 of its
+namespace, so signals it sends itself with a default action are ignored (RLIMIT_CPU still kills: soft = hard
+limit, so the kernel's SIGKILL follows at once). No seccomp: CPU share and disk bandwidth are not limited.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
+import secrets
 import selectors
 import shutil
 import signal
@@ -65,19 +87,29 @@ import time
 
 from arpo.tools.base import ToolResult, truncate_utf8
 
+log = logging.getLogger(__name__)
+
 _SNIPPET = "snippet.py"
 _SIGNAL_HINTS = {"SIGKILL": " (memory or CPU limit?)", "SIGXCPU": " (CPU time limit)"}
+# The isolation policy: every group needs one of its tokens; the key says why when none was granted.
+_REQUIRED = {"no PID namespace": ("pid",),
+             "neither a private filesystem nor a uid other than the host's": ("fs", "uid")}
+_UNAVAILABLE = ("Error: python sandbox unavailable: {} (set tools.python_require_isolation=false to run with "
+                "rlimits only)")
+_CGROUP_PREFIX = "arpo-py-"
+_CGROUP_OPTIONAL = {"memory.swap.max", "memory.memsw.limit_in_bytes"}  # absent without swap accounting
 
-# Runs in the wrapper process (argv[1] = JSON config, argv[2] = status pipe fd); stdlib only, no user code.
+# Runs in the wrapper process (stdin = JSON config, argv[1] = status pipe fd); stdlib only, no user code.
 _BOOTSTRAP = r'''
 import ctypes, json, os, re, resource, signal, sys, traceback
 
 NEWNS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
+NAMESPACES = ((NEWNS, "mnt"), (NEWPID, "pid"), (NEWNET, "net"), (NEWIPC, "ipc"))
 RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
 KEEP = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21,
         "strictatime": 1 << 24}
 libc = ctypes.CDLL(None, use_errno=True)
-cfg, status = json.loads(sys.argv[1]), int(sys.argv[2])
+cfg, status = json.load(sys.stdin), int(sys.argv[1])
 root = os.getuid() == 0
 
 
@@ -92,19 +124,31 @@ def mount(src, dst, fstype, flags, data=None):
         raise OSError(err, os.strerror(err), dst)
 
 
+def try_unshare(flag):
+    return libc.unshare(flag) == 0
+
+
 def unshare():
-    """New mount/PID/net/IPC namespaces: directly when allowed ("direct"), else in a user namespace that maps
-    our own ids ("userns"); None when both are refused."""
-    flags = NEWNS | NEWPID | NEWNET | NEWIPC
-    if libc.unshare(flags) == 0:
-        return "direct"
+    """New namespaces, one by one: directly when any is allowed, else in a new user namespace that maps our
+    own ids. Returns the names of those created ("mnt": mount namespace, "userns")."""
+    made = {name for flag, name in NAMESPACES if try_unshare(flag)}
+    if made or not try_unshare(NEWUSER):
+        return made
     uid, gid = os.getuid(), os.getgid()
-    if libc.unshare(flags | NEWUSER) != 0:
-        return None
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
-    return "userns"
+    return {"userns"} | {name for flag, name in NAMESPACES if try_unshare(flag)}
+
+
+def join_cgroup():
+    try:
+        for procs in cfg["cgroup"]:
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+    except OSError:
+        return False
+    return bool(cfg["cgroup"])
 
 
 def expose(path):
@@ -135,47 +179,63 @@ def remount_readonly(keep):
 
 
 def setup_fs(workdir, owner):
-    """Fresh read-only /proc, private tmpfs as the working directory, everything else read-only."""
+    """Only ever called in our own mount namespace: fresh read-only /proc, the code alone in a private tmpfs
+    at /tmp (the working directory from then on), everything else read-only."""
+    with open(cfg["snippet"], "rb") as f:  # relative to the working directory, before any mount hides it
+        code = f.read()
     mount(None, "/", None, REC | PRIVATE)
     mount("proc", "/proc", "proc", RDONLY | NOSUID | NODEV | NOEXEC)
+    python = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
+              os.path.dirname(os.path.realpath(cfg["python"]))}
+    under_tmp = any(p == "/tmp" or p.startswith("/tmp/") for p in python)
+    target = workdir if under_tmp or not os.path.isdir("/tmp") else "/tmp"
     if owner != os.getuid():
-        for path in {sys.base_prefix, sys.prefix, os.path.dirname(os.path.realpath(cfg["python"])), workdir}:
+        for path in python | {target}:
             expose(path)
-    with open(os.path.join(workdir, cfg["snippet"]), "rb") as f:
-        code = f.read()
     size = cfg["max_file_bytes"] + len(code) + 2**16
-    mount("tmpfs", workdir, "tmpfs", NOSUID | NODEV, f"size={size},mode=0700,uid={owner},gid={owner}")
-    with open(os.path.join(workdir, cfg["snippet"]), "wb") as f:
+    opts = f"size={size},mode=0700,uid={owner},gid={owner}"
+    mount(os.path.basename(workdir), target, "tmpfs", NOSUID | NODEV, opts)  # source: names the call
+    os.chdir(target)
+    os.environ["HOME"] = os.environ["TMPDIR"] = target
+    with open(cfg["snippet"], "wb") as f:
         f.write(code)
-    remount_readonly(workdir)
+    remount_readonly(target)
 
 
-def init(workdir, uid):
-    """PID 1 of the new namespace (or a plain child): isolate what the kernel allows, exec the snippet.
-    `uid` is the call's own uid for root in direct namespaces (only inside the mount namespace is the
-    interpreter reachable for it), else our own."""
+def isolate_fs(workdir, uid):
     try:
         setup_fs(workdir, uid)
-        isolated = True
+        return True
     except OSError:
-        isolated = False  # (partly) not isolated: last_isolation omits "fs" and "uid"
+        return False  # (partly) not isolated: "fs" is not reported
+
+
+def init(workdir, uid, own_mounts, tokens):
+    """PID 1 of the new namespace (or a plain child): isolate what the kernel allows, check the policy, exec
+    the snippet. `uid` is the call's own uid when the host is root outside a user namespace, else our own."""
+    fs = own_mounts and isolate_fs(workdir, uid)
     for cap in range(64):
         libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last): no capability survives exec
-    if isolated and uid != os.getuid():
+    if uid != os.getuid():
+        if not fs:
+            os.chown(".", uid, uid)  # the host's working directory
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
-        report("fs", "uid")
-    elif isolated and not root:  # uid 0 without a uid change could still open root's device nodes
-        report("fs")
+        tokens.add("uid")
+    if fs and os.getuid() != 0:  # uid 0 could still open root's device nodes
+        tokens.add("fs")
+    report(*tokens & {"fs", "uid"})
+    if not all(tokens & set(group) for group in cfg["require"]):
+        report("refused")
+        os._exit(0)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the wrapper (after setresuid, which clears it)
     libc.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS
     for res, value in ((resource.RLIMIT_CORE, 0), (resource.RLIMIT_CPU, cfg["cpu_s"]),
                        (resource.RLIMIT_AS, cfg["memory_mb"] * 2**20),
                        (resource.RLIMIT_FSIZE, cfg["max_file_bytes"]),
-                       (resource.RLIMIT_NPROC, cfg["max_processes"])):
+                       (resource.RLIMIT_NPROC, cfg["max_processes"] or (64 if "cgroup" in tokens else 16))):
         resource.setrlimit(res, (value, value))
-    os.chdir(workdir)
     os.execve(cfg["python"], [cfg["python"], "-I", "-B", "-X", "utf8", cfg["snippet"]], os.environ)
 
 
@@ -184,14 +244,16 @@ def main():
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the host thread that started us
     if os.getppid() != cfg["host_pid"]:
         os._exit(125)  # the host is already gone
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    tokens = {"cgroup"} if join_cgroup() else set()
     namespaces = unshare()
-    if namespaces:
-        report("net", "pid", "ipc", *(["userns"] if namespaces == "userns" else []))
-    uid = 0x40000000 + os.getpid() if root and namespaces == "direct" else os.getuid()
+    tokens |= namespaces - {"mnt"}
+    report(*tokens)
+    uid = 0x40000000 + os.getpid() if root and "userns" not in namespaces else os.getuid()
     pid = os.fork()
     if pid == 0:
         try:
-            init(os.getcwd(), uid)
+            init(os.getcwd(), uid, "mnt" in namespaces, tokens)
         except BaseException:
             traceback.print_exc()
         os._exit(126)
@@ -214,66 +276,84 @@ class PythonSandbox:
 
     ok is False on a non-zero exit, a signal or the timeout; the text is then the output followed by one line
     ``Error: exit code N`` / ``Error: killed by signal SIGKILL (memory or CPU limit?)`` / ``Error: timed out
-    after T s``. A successful run without output gives ``(no output)``. Thread-safe: calls share no state
-    except ``last_isolation``, the isolation tokens ("net", "pid", "ipc", "fs", "uid", "userns") the latest
-    call obtained.
+    after T s``; or, when ``require_isolation`` and the policy is not met, only ``Error: python sandbox
+    unavailable: ...``. A successful run without output gives ``(no output)``. ``max_processes=None`` means 64
+    with a cgroup, else 16. Thread-safe: calls share no state except ``last_isolation``, the isolation tokens
+    ("cgroup", "net", "pid", "ipc", "fs", "uid", "userns") the latest call obtained.
     """
 
     name = "python"
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024, max_output_bytes: int = 2048,
-                 cpu_s: int | None = None, max_file_bytes: int = 16 * 2**20, max_processes: int = 64,
-                 python: str = sys.executable):
+                 cpu_s: int | None = None, max_file_bytes: int = 16 * 2**20, max_processes: int | None = None,
+                 python: str = sys.executable, require_isolation: bool = True):
         if not 0 < timeout_s < math.inf:
             raise ValueError(f"timeout_s must be a positive finite number, got {timeout_s!r}")
         cpu_s = math.ceil(timeout_s) + 1 if cpu_s is None else cpu_s
         ints = {"memory_mb": memory_mb, "max_output_bytes": max_output_bytes, "cpu_s": cpu_s,
-                "max_file_bytes": max_file_bytes, "max_processes": max_processes}
+                "max_file_bytes": max_file_bytes}
+        if max_processes is not None:
+            ints["max_processes"] = max_processes
         for arg, value in ints.items():
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{arg} must be an integer >= 1, got {value!r}")
         if not (os.path.isfile(python) and os.access(python, os.X_OK)):
             raise ValueError(f"python must be an executable file, got {python!r}")
         self.timeout_s, self.max_output_bytes, self.python = float(timeout_s), max_output_bytes, python
+        self.memory_mb, self.max_processes = memory_mb, max_processes
+        self.require_isolation = require_isolation
         self._config = {"python": python, "snippet": _SNIPPET, "cpu_s": cpu_s, "memory_mb": memory_mb,
-                        "max_file_bytes": max_file_bytes, "max_processes": max_processes}
+                        "max_file_bytes": max_file_bytes}
         self.last_isolation: frozenset[str] = frozenset()
+        self._warned = False
 
     def __call__(self, code: str) -> ToolResult:
         start = time.monotonic()
         workdir = os.path.realpath(tempfile.mkdtemp(prefix="arpo-py-"))
+        cgroup = None
         try:
             with open(os.path.join(workdir, _SNIPPET), "wb") as f:
                 f.write(code.encode("utf-8", errors="surrogatepass"))
-            head, returncode = self._execute(workdir, start + self.timeout_s)
+            cgroup = _Cgroup.create(self.memory_mb * 2**20, self.max_processes or 64)
+            head, returncode, tokens = self._execute(workdir, start + self.timeout_s, cgroup)
         finally:
+            if cgroup is not None:
+                cgroup.remove()
             shutil.rmtree(workdir, ignore_errors=True)
+        self.last_isolation = tokens - {"refused"}
+        self._warn_once(self.last_isolation)
+        if "refused" in tokens:
+            return ToolResult(_UNAVAILABLE.format(_lacking(tokens)), False, time.monotonic() - start)
         return self._result(head, returncode, time.monotonic() - start)
 
-    def _execute(self, workdir: str, deadline: float) -> tuple[bytes, int | None]:
-        """Run the wrapper; returns (output head, wrapper's return code or None on timeout)."""
-        status_r, status_w = os.pipe()
-        config = json.dumps({**self._config, "host_pid": os.getpid()})
+    def _execute(self, workdir: str, deadline: float, cgroup: _Cgroup | None
+                 ) -> tuple[bytes, int | None, frozenset[str]]:
+        """Run the wrapper: (output head, wrapper's return code or None on timeout, isolation tokens)."""
+        config = {**self._config, "host_pid": os.getpid(), "cgroup": cgroup.procs if cgroup else [],
+                  "max_processes": self.max_processes,  # None: the init picks 64 or 16
+                  "require": list(_REQUIRED.values()) if self.require_isolation else []}
+        config_r, (status_r, status_w) = _config_pipe(config), os.pipe()
         try:
             proc = subprocess.Popen(
-                [self.python, "-I", "-S", "-c", _BOOTSTRAP, config, str(status_w)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir,
-                env=_environment(workdir), start_new_session=True, pass_fds=(status_w,))
+                [self.python, "-I", "-S", "-c", _BOOTSTRAP, str(status_w)], stdin=config_r,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir, env=_environment(workdir),
+                start_new_session=True, pass_fds=(status_w,))
         except BaseException:
             os.close(status_r)
             raise
         finally:
             os.close(status_w)
+            os.close(config_r)
         try:
-            head, exited = self._collect(proc, deadline)
+            head, exited = self._collect(proc, deadline, cgroup)
         finally:
             _kill_group(proc.pid)  # the wrapper is not reaped yet, so its group id cannot have been reused
             proc.wait()
             proc.stdout.close()
-            self.last_isolation = _read_tokens(status_r)
-        return head, proc.returncode if exited else None
+            tokens = _read_tokens(status_r)
+        return head, proc.returncode if exited else None, tokens
 
-    def _collect(self, proc: subprocess.Popen, deadline: float) -> tuple[bytes, bool]:
+    def _collect(self, proc: subprocess.Popen, deadline: float, cgroup: _Cgroup | None) -> tuple[bytes, bool]:
         """Drain the output until EOF and wrapper exit (or the deadline); keep max_output_bytes + 1 bytes."""
         head, exited, keep = bytearray(), False, self.max_output_bytes + 1
         out, pidfd = proc.stdout.fileno(), os.pidfd_open(proc.pid)
@@ -286,12 +366,24 @@ class PythonSandbox:
                         exited = True
                         sel.unregister(pidfd)
                         _kill_group(proc.pid)  # leftover children would otherwise hold the pipe open
+                        if cgroup is not None:
+                            cgroup.kill()  # and so would those that left the group
                     elif chunk := os.read(out, 1 << 16):
                         head += chunk[: keep - len(head)]
                     else:
                         sel.unregister(out)
         os.close(pidfd)
         return bytes(head), exited
+
+    def _warn_once(self, tokens: frozenset[str]) -> None:
+        if self._warned or not (why := _lacking(tokens)):
+            return
+        self._warned = True
+        if self.require_isolation:
+            log.warning("%s", _UNAVAILABLE.format(why))
+        else:
+            log.warning("python sandbox runs without full isolation (%s): only %s", why,
+                        sorted(tokens) or "rlimits")
 
     def _result(self, head: bytes, returncode: int | None, elapsed: float) -> ToolResult:
         text, truncated = truncate_utf8(head.decode("utf-8", errors="replace"), self.max_output_bytes)
@@ -306,6 +398,143 @@ class PythonSandbox:
             error = f"Error: exit code {returncode}"
         sep = "\n" if text and not text.endswith("\n") else ""
         return ToolResult(f"{text}{sep}{error}", False, elapsed, truncated)
+
+
+class _Cgroup:
+    """One call's cgroup: a v2 directory, or v1 memory and pids directories, each a child of our own."""
+
+    def __init__(self, dirs: list[str]):
+        self.dirs = dirs
+        self.procs = [os.path.join(d, "cgroup.procs") for d in dirs]
+
+    @classmethod
+    def create(cls, memory_bytes: int, tasks: int) -> _Cgroup | None:
+        """A fresh cgroup with these limits, or None where none can be made (not root, no delegation)."""
+        name, dirs = f"{_CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}", []
+        try:
+            for parent, limits in _cgroup_plan(memory_bytes, tasks):
+                _remove_stale(parent)
+                dirs.append(os.path.join(parent, name))
+                os.mkdir(dirs[-1])
+                for file, value in limits.items():
+                    _write(os.path.join(dirs[-1], file), value, missing_ok=file in _CGROUP_OPTIONAL)
+        except OSError:
+            cls(dirs).remove()
+            return None
+        return cls(dirs) if dirs else None
+
+    def kill(self) -> None:
+        """SIGKILL every process in it, also those that left the process group."""
+        _kill_members(self.dirs[-1])
+
+    def remove(self, wait_s: float = 2.0) -> None:
+        """Kill every process left in it (no new ones: pids.max = 0), then delete it."""
+        deadline = time.monotonic() + wait_s
+        for directory in reversed(self.dirs):
+            _write(os.path.join(directory, "pids.max"), 0, missing_ok=True)
+            while os.path.isdir(directory):
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    if time.monotonic() > deadline:
+                        log.warning("python sandbox: cannot remove cgroup %s", directory)
+                        break
+                    _kill_members(directory)
+                    time.sleep(0.01)
+
+
+def _cgroup_plan(memory_bytes: int, tasks: int) -> list[tuple[str, dict[str, int]]]:
+    """(parent directory, {file: limit}) per cgroup to make, v2 preferred; [] when there is none."""
+    parents = _own_cgroups()
+    v2 = parents.get("")
+    if v2 and {"memory", "pids"} <= set(_read(os.path.join(v2, "cgroup.subtree_control")).split()):
+        return [(v2, {"memory.max": memory_bytes, "memory.swap.max": 0, "pids.max": tasks})]
+    if "memory" in parents and "pids" in parents:
+        memsw = "memory.memsw.limit_in_bytes"  # memory + swap: written after memory.limit_in_bytes
+        return [(parents["memory"], {"memory.limit_in_bytes": memory_bytes, memsw: memory_bytes}),
+                (parents["pids"], {"pids.max": tasks})]
+    return []
+
+
+def _own_cgroups() -> dict[str, str]:
+    """Directory of this process's cgroup per v1 controller ("memory", "pids") and in cgroup2 ("")."""
+    own = {}
+    for line in _read("/proc/self/cgroup").splitlines():
+        _, names, path = line.split(":", 2)
+        own.update((name, path) for name in names.split(","))
+    found = {}
+    for line in _read("/proc/self/mountinfo").splitlines():
+        fields = line.split()
+        fstype, options = fields[-3], fields[-1].split(",")
+        names = [""] if fstype == "cgroup2" else [o for o in options if o in ("memory", "pids")]
+        names = names if fstype in ("cgroup", "cgroup2") else []
+        root, point = fields[3].rstrip("/"), re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+        for name in names:
+            if name in own and (own[name] + "/").startswith(root + "/"):
+                found.setdefault(name, os.path.normpath(point + own[name][len(root):]))
+    return found
+
+
+def _remove_stale(parent: str) -> None:
+    """Remove cgroups a dead host left behind (it was killed mid-call)."""
+    for entry in os.listdir(parent):
+        if (m := re.fullmatch(_CGROUP_PREFIX + r"(\d+)-[0-9a-f]+", entry)) and not _alive(int(m[1])):
+            _Cgroup([os.path.join(parent, entry)]).remove(wait_s=0.1)
+
+
+def _kill_members(directory: str) -> None:
+    if os.path.exists(kill := os.path.join(directory, "cgroup.kill")):
+        _write(kill, 1)
+        return
+    for pid in map(int, _read(os.path.join(directory, "cgroup.procs")).split()):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:  # the pidfd pins the process: check it is ours before signalling
+            if os.path.basename(directory) in _read(f"/proc/{pid}/cgroup"):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(pidfd)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _write(path: str, value: int, missing_ok: bool = False) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(str(value))
+    except OSError:
+        if not missing_ok:
+            raise
+
+
+def _config_pipe(config: dict) -> int:
+    """A pipe's read end holding ``config`` as JSON (far below the pipe buffer, so writing cannot block)."""
+    read, write = os.pipe()
+    with os.fdopen(write, "wb") as f:
+        f.write(json.dumps(config).encode())
+    return read
+
+
+def _lacking(tokens: frozenset[str]) -> str:
+    """Why ``tokens`` do not meet the isolation policy ("" when they do)."""
+    return "; ".join(why for why, group in _REQUIRED.items() if not tokens & set(group))
 
 
 def _environment(workdir: str) -> dict[str, str]:

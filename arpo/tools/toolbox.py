@@ -97,7 +97,8 @@ def make_toolbox(cfg, max_calls: int, default_index: Path | None = None) -> Tool
         from .python_sandbox import PythonSandbox
 
         tools["python"] = PythonSandbox(timeout_s=cfg.python_timeout_s, memory_mb=cfg.python_memory_mb,
-                                        max_output_bytes=cfg.max_output_bytes)
+                                        max_output_bytes=cfg.max_output_bytes,
+                                        require_isolation=cfg.python_require_isolation)
     if "search" in cfg.enabled:
         from .search import make_search_tool
 

@@ -375,7 +375,9 @@ class ToolsConfig(_Section):
         ["python", "search"], "tools described to and callable by the model", ("python", "search")
     )
     python_timeout_s: float = _f(5.0, "wall-clock limit of one python call, seconds")
-    python_memory_mb: int = _f(1024, "address-space limit of one python call, MiB")
+    python_memory_mb: int = _f(
+        1024, "memory of one python call, MiB: its address-space limit per process, and the total when a cgroup is available"
+    )
     python_require_isolation: bool = _f(
         True,
         "python calls fail ('sandbox unavailable') unless the host grants a PID namespace and a private "

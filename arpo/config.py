@@ -376,7 +376,9 @@ class ToolsConfig(_Section):
     )
     python_timeout_s: float = _f(5.0, "wall-clock limit of one python call, seconds")
     python_memory_mb: int = _f(
-        1024, "memory of one python call, MiB: its address-space limit per process, and the total when a cgroup is available"
+        1024,
+        "memory of one python call, MiB: the address-space limit of each process, and of all of them "
+        "together when a cgroup is available",
     )
     python_require_isolation: bool = _f(
         True,

@@ -23,4 +23,11 @@ step env ARPO_PURE_PYTHON=1 $py -m pytest tests/tree -q -p no:cacheprovider
 # GPU benchmarks only (the CPU suites are measured on the CPU machines by `make bench`)
 step $py -m pytest bench/bench_*.py --benchmark-only -q -p no:cacheprovider -k gpu --benchmark-json="$out/bench.json"
 step $py bench/ratios.py "$out/bench.json"
+# SGLang engine smoke test (demo agent, forks served from the radix cache, tokens/s), only where the optional
+# sglang extra is installed; the lent GPU machines normally have none.
+if $py -c "import sglang" >/dev/null 2>&1; then
+  step $py -m pytest tests/engines/test_sglang.py -q -s -p no:cacheprovider -k smoke
+else
+  echo "sglang not installed: smoke test skipped" | tee -a "$out/summary.txt"
+fi
 exit $status

@@ -1,0 +1,1 @@
+"""Rollout: the tool loop and the ARPO / GRPO samplers (sampler.py)."""

@@ -1,0 +1,249 @@
+"""The tool loop and the ARPO / GRPO samplers: branched rollouts of a batch of prompts, one tree per prompt.
+
+Every path runs the same loop: generate until a tool tag closes, ``</answer>``, EOS or the length limit; a
+tool call is submitted to the ``ToolBox`` at once (it runs while other paths generate), its result is
+prefilled as context (loss mask 0) and the path continues. All live paths of all prompts share each engine
+call, so prompts, forks and continuations are batched together.
+
+ARPO (DESIGN.md, "The algorithm"): each prompt is prefilled once and starts N paths. ``H_init`` of a path is
+the mean normalised entropy (entropy / ln V) of its first k generated tokens; after each tool result, ``H_t``
+is that of the first k tokens the path generates next (fewer when that segment is shorter than k), and
+``P_t = α + β·(H_t − H_init)``. Rule ``threshold`` branches when ``P_t > τ``; rule ``stochastic`` with
+probability ``clip(P_t, 0, 1)``. A branch forks ``Z`` new paths at the tool-result boundary (the engine
+sequence that ends with the result, so the prefix is never recomputed), each sampling its own continuation,
+while the budget of M paths per prompt lasts. When every path of a prompt has ended with fewer than M paths
+started, fresh paths from the prompt fill the budget: each prompt ends with exactly M leaves, each a distinct
+sampled path. GRPO = M initial paths and no branching, through the same code.
+
+The branch decision needs only a segment's first k tokens; it is taken when the segment ends, and the
+children fork at the boundary before it, which is the same as deciding after k tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+import numpy as np
+
+from ..config import RolloutConfig
+from ..engines.base import Engine, Request, Result, SamplingParams
+from ..tools.parser import encode_result, parse_action, stop_strings
+from ..tools.toolbox import ToolBox
+from ..tree import TrajectoryTree
+
+
+@dataclasses.dataclass
+class _Path:
+    prompt: int  # index of its prompt in the batch
+    node: int  # tree node of its last segment
+    handle: int  # engine sequence ending where the path ends
+    response: list[int]  # tokens after the prompt (generated and tool results)
+    calls: int = 0
+    h_init: float | None = None
+    boundary: tuple[int, int] | None = None  # (engine handle, tree node) after the last tool result
+    finish: str | None = None
+
+
+@dataclasses.dataclass
+class Leaf:
+    """One finished trajectory: its leaf node, response text, why it ended (answer | eos | length | stop:
+    generation stopped without a complete action) and how many tool calls it made."""
+
+    node: int
+    text: str
+    finish: str
+    tool_calls: int
+
+
+@dataclasses.dataclass
+class Rollout:
+    """The rollouts of one prompt: a tree with exactly M leaves and the leaves' details."""
+
+    tree: TrajectoryTree
+    leaves: list[Leaf]
+
+
+@dataclasses.dataclass
+class _Stats:
+    branches: int = 0
+    fills: int = 0
+    h_init: list[float] = dataclasses.field(default_factory=list)
+    h_t: list[float] = dataclasses.field(default_factory=list)
+    generated: int = 0
+    prefilled: int = 0
+    cached: int = 0
+
+    def metrics(self, rollouts: list[Rollout], seconds: float) -> dict[str, float]:
+        def mean(x):
+            return float(np.mean(x)) if len(x) else float("nan")
+
+        leaves = [leaf for r in rollouts for leaf in r.leaves]
+        return {
+            "tool_calls_per_traj": mean([leaf.tool_calls for leaf in leaves]),
+            "branches": float(self.branches),
+            "fills": float(self.fills),
+            "h_init_mean": mean(self.h_init),
+            "h_t_mean": mean(self.h_t),
+            "delta_h_mean": mean(self.h_t) - mean(self.h_init) if self.h_t else float("nan"),
+            "prefix_reuse": self.cached / max(self.cached + self.prefilled, 1),
+            "generated_tokens": float(self.generated),
+            "gen_tokens_per_s": self.generated / max(seconds, 1e-9),
+            "seconds": seconds,
+        }
+
+
+@dataclasses.dataclass
+class _Batch:
+    """The state of one ``rollout`` call."""
+
+    trees: list
+    roots: list[int]
+    started: list[int]  # paths started per prompt (the budget M caps it)
+    leaves: list[list[_Path]]
+    pending: dict[Future, _Path] = dataclasses.field(default_factory=dict)
+    handles: list[int] = dataclasses.field(default_factory=list)  # every engine sequence made, released at the end
+    stats: _Stats = dataclasses.field(default_factory=_Stats)
+
+
+class Sampler:
+    """ARPO (cfg.mode == "arpo") or GRPO rollouts of token-id prompts through ``engine`` and ``tools``."""
+
+    def __init__(self, engine: Engine, tools: ToolBox, tokenizer, cfg: RolloutConfig, *, seed: int = 0,
+                 answer_tag: str = "answer"):
+        self.engine, self.tools, self.tokenizer, self.cfg = engine, tools, tokenizer, cfg
+        self.answer_tag = answer_tag
+        self._rng = np.random.default_rng(seed)
+        self._ln_v = math.log(engine.vocab_size)
+        eos = tokenizer.eos_token_id
+        self._stop_ids = (eos,) if eos is not None else ()
+        self.last_metrics: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------------ public
+    def rollout(self, prompts: list[list[int]]) -> list[Rollout]:
+        """Exactly ``cfg.M`` leaves per prompt; ``last_metrics`` describes the batch."""
+        start = time.perf_counter()
+        initial = self.cfg.N if self.cfg.mode == "arpo" else self.cfg.M
+        b = _Batch([TrajectoryTree(p) for p in prompts], [], [initial] * len(prompts), [[] for _ in prompts])
+        b.roots = [r.handle for r in self._generate(b, [Request(tuple(p), self._params(0)) for p in prompts])]
+        queue = [_Path(i, 0, b.roots[i], []) for i in range(len(prompts)) for _ in range(initial)]
+        while queue or b.pending:
+            prefill = self._harvest(b, block=not queue)
+            queue = self._step(b, queue, prefill)
+            if not queue and not b.pending:
+                queue = self._fill(b)
+        self.engine.release(b.handles)
+        rollouts = [Rollout(t, [Leaf(p.node, self.tokenizer.decode(p.response), p.finish, p.calls) for p in ls])
+                    for t, ls in zip(b.trees, b.leaves)]
+        self.last_metrics = b.stats.metrics(rollouts, time.perf_counter() - start)
+        return rollouts
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def _step(self, b: _Batch, queue: list[_Path], prefill: list[tuple[_Path, list[int]]]) -> list[_Path]:
+        """One engine call: prefill tool results (fork points) and generate for every queued path."""
+        reqs = [Request(tuple(ids), self._params(0), parent=p.handle) for p, ids in prefill]
+        reqs += [Request((), self._params(self._remaining(p)), parent=p.handle) for p in queue]
+        if not reqs:
+            return []
+        results = self._generate(b, reqs)
+        nxt = []
+        for (p, _), res in zip(prefill, results):
+            p.handle = res.handle
+            p.boundary = (res.handle, p.node)
+            nxt.append(p)
+        for p, res in zip(queue, results[len(prefill):]):
+            nxt += self._after_generation(b, p, res)
+        return nxt
+
+    def _after_generation(self, b: _Batch, p: _Path, res: Result) -> list[_Path]:
+        """Record a generated segment; branch by the entropy rule; submit its tool call or end the path."""
+        p.node = b.trees[p.prompt].add(p.node, list(res.tokens), True, list(res.logprobs))
+        p.handle = res.handle
+        p.response += res.tokens
+        b.stats.generated += len(res.tokens)
+        forks = self._entropy_rule(b, p, res)
+        action = parse_action(self.tokenizer.decode(res.tokens), self.tools.names, self.answer_tag)
+        if action.kind in ("tool", "invalid"):
+            if self._remaining(p) > 0:
+                b.pending[self.tools.submit(action, p.calls)] = p
+                p.calls += action.kind == "tool"
+            else:
+                self._end(b, p, "length")
+        else:
+            self._end(b, p, "answer" if action.kind == "answer" else res.finish_reason)
+        return forks
+
+    def _entropy_rule(self, b: _Batch, p: _Path, res: Result) -> list[_Path]:
+        """H_init from a path's first segment; after a tool result, H_t and maybe Z forks at the boundary."""
+        h = float(np.mean(np.asarray(res.entropies[: self.cfg.k], dtype=np.float64))) / self._ln_v
+        if p.h_init is None:
+            p.h_init = h
+            b.stats.h_init.append(h)
+            return []
+        if p.boundary is None:
+            return []
+        handle, node = p.boundary
+        p.boundary = None
+        b.stats.h_t.append(h)
+        room = self.cfg.M - b.started[p.prompt]
+        if self.cfg.mode != "arpo" or room <= 0 or not self._branch(h - p.h_init):
+            return []
+        z = min(self.cfg.Z, room)
+        b.started[p.prompt] += z
+        b.stats.branches += 1
+        before = p.response[: len(p.response) - len(res.tokens)]
+        return [_Path(p.prompt, node, handle, list(before), p.calls, p.h_init) for _ in range(z)]
+
+    def _branch(self, delta_h: float) -> bool:
+        prob = self.cfg.alpha + self.cfg.beta * delta_h
+        if self.cfg.rule == "threshold":
+            return prob > self.cfg.tau
+        return bool(self._rng.random() < min(max(prob, 0.0), 1.0))
+
+    def _harvest(self, b: _Batch, block: bool) -> list[tuple[_Path, list[int]]]:
+        """Finished tool calls → result tokens appended to the tree; waits only when nothing else can run."""
+        if not b.pending:
+            return []
+        done, _ = wait(list(b.pending), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        out = []
+        for fut in done:
+            p = b.pending.pop(fut)
+            ids = encode_result(self.tokenizer, fut.result().text)
+            if len(ids) >= self._remaining(p):  # no room left to answer after it
+                self._end(b, p, "length")
+                continue
+            p.node = b.trees[p.prompt].add(p.node, ids, False)
+            p.response += ids
+            out.append((p, ids))
+        return out
+
+    def _fill(self, b: _Batch) -> list[_Path]:
+        """Fresh paths from the prompt for every prompt whose paths all ended before its budget was spent."""
+        fresh = []
+        for i, n in enumerate(b.started):
+            fresh += [_Path(i, 0, b.roots[i], []) for _ in range(self.cfg.M - n)]
+            b.stats.fills += self.cfg.M - n
+            b.started[i] = self.cfg.M
+        return fresh
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def _params(self, max_new: int) -> SamplingParams:
+        c = self.cfg
+        return SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=max_new,
+                              stop=tuple(stop_strings(self.tools.names, self.answer_tag)),
+                              stop_token_ids=self._stop_ids, seed=int(self._rng.integers(2**62)))
+
+    def _generate(self, b: _Batch, reqs: list[Request]) -> list[Result]:
+        results = self.engine.generate(reqs)
+        b.handles += [r.handle for r in results]
+        b.stats.prefilled += sum(r.prefilled for r in results)
+        b.stats.cached += sum(r.cached for r in results)
+        return results
+
+    def _remaining(self, p: _Path) -> int:
+        return self.cfg.max_response_tokens - len(p.response)
+
+    def _end(self, b: _Batch, p: _Path, finish: str) -> None:
+        p.finish = finish
+        b.leaves[p.prompt].append(p)

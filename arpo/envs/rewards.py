@@ -18,34 +18,43 @@ more accepted answers and the score is the best over them. The answer is the con
 
 Time and memory limits: sympy can run for ever (``9^{9^{9}}`` against ``1`` does), and math-verify's own limit
 uses ``signal.alarm``, which raises in any thread but the main one. So parsing and comparison run in a pool of
-``MATH_WORKERS`` worker processes (``spawn`` context), each with its address space capped at
-``MATH_MEMORY_BYTES``. A call gets ``timeout_s`` (default ``MATH_TIMEOUT_S``) of wall-clock time from any
-thread, for waiting for a free worker and for the comparison together; past it the call scores 0 with a
-warning, and a worker still busy is killed and replaced in the background. A worker found dead is replaced
-and the comparison retried once within the same budget. The one wait outside the budget is the pool's
-start (~0.5 s, up to ``_WORKER_START_S`` on a cold disk): ``warm_up()``, which a trainer calls once, or else
-the first call. Measured cost once warm: 0.1 ms of IPC per call; 0.7 ms per call for integers, 2-3 ms for
-fractions vs decimals, ~9 ms for polynomials that need ``simplify``. As with any ``spawn`` start, a script
-that scores ``math`` must keep its top-level code under ``if __name__ == "__main__":``.
+``MATH_WORKERS`` worker processes, each a fresh ``python -m arpo.envs._math_worker`` (``subprocess``, not
+``multiprocessing``: a worker never imports the parent's ``__main__``, so a script's top-level imports and
+code cost it nothing) with its address space capped at ``MATH_MEMORY_BYTES`` before it imports sympy. A call
+gets ``timeout_s`` (default ``MATH_TIMEOUT_S``) of wall-clock time from any thread, for waiting for a free
+worker and for the comparison together; past it the call scores 0 with a warning, and a worker still busy is
+killed and replaced in the background. A worker found dead is replaced and the comparison retried once
+within the same budget. The one wait outside the budget is the pool's start (~0.4 s a worker, ~2 s for four
+on two cores; each may take up to ``_WORKER_START_S`` on a cold disk): ``warm_up()``, which a trainer calls
+once, or else the first call (again if every replacement has failed to start). Measured cost once warm:
+~0.1 ms of IPC per call; 0.4-0.7 ms per call for integers and for fractions vs decimals, 5-10 ms for
+polynomials that need ``simplify``. Workers are killed when the parent exits.
 
 ``get_reward_fn`` resolves a ``data.reward`` name, including ``auto`` (per data_source) and custom
 ``'package.module:function'`` rewards, whose return values are checked.
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import functools
 import importlib
+import json
 import logging
-import multiprocessing
+import math
 import numbers
+import os
 import queue
 import re
+import select
 import string
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 
+import arpo
 from arpo.config import REWARD_FNS
 from arpo.envs.prompts import KNOWN_TOOLS
 
@@ -203,86 +212,39 @@ _UNCLOSED_TOOL = re.compile(rf"<({'|'.join(KNOWN_TOOLS)})>(?![\s\S]*</\1>)")
 # Math: math-verify in worker processes with a wall-clock limit.
 
 
-def _math_text(text: str) -> str:
-    """Text as math-verify's LaTeX extractor expects it: bare content is wrapped in ``$...$``."""
-    return text if re.search(r"\$|\\\(|\\\[|\\boxed", text) else f"${text}$"
-
-
-def _math_equal(golds: tuple[str, ...], pred: str) -> bool:
-    """True if ``pred`` is equivalent to any of ``golds`` (runs in a worker; no time limit of its own)."""
-    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
-
-    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
-    parsed_pred = parse(_math_text(pred), extraction_config=configs, parsing_timeout=None)
-    if not parsed_pred:
-        return False
-    return any(
-        verify(parse(_math_text(g), extraction_config=configs, parsing_timeout=None), parsed_pred,
-               timeout_seconds=None)
-        for g in golds
-    )
-
-
-def _serve(conn, memory_bytes: int) -> None:
-    """Worker loop: receive ``(golds, pred)``, send back ``(match, retire)``, until the pipe closes.
-
-    The worker's address space is capped at ``memory_bytes`` (``RLIMIT_AS``): a number that outgrows it
-    raises MemoryError inside sympy, which math-verify reports as no match. Once the worker's peak resident
-    memory has passed half the cap it answers with ``retire`` set and exits, so that the parent replaces it.
-    """
-    _limit_memory(memory_bytes)
-    logging.getLogger("math_verify").setLevel(logging.ERROR)  # "timeout disabled": ours is outside it
-    import math_verify  # noqa: F401  (imported before "ready", so start-up is not charged to a call)
-
-    conn.send("ready")
-    while True:
-        try:
-            golds, pred = conn.recv()
-        except EOFError:
-            return
-        try:
-            match = _math_equal(golds, pred)
-        except Exception:  # a math-verify bug (or MemoryError) is a wrong answer, not a dead worker
-            match = False
-        retire = _peak_rss_bytes() > memory_bytes // 2
-        conn.send((match, retire))
-        if retire:
-            return
-
-
-def _limit_memory(memory_bytes: int) -> None:
-    """Cap this process's address space at ``memory_bytes`` (or at a lower limit already in place)."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = min(x for x in (memory_bytes, soft, hard) if x != resource.RLIM_INFINITY)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-
-
-def _peak_rss_bytes() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 class _Worker:
-    """One worker process and the parent's end of its pipe; the constructor waits until it is ready."""
+    """One worker process (``python -m arpo.envs._math_worker``) and the parent's ends of its pipes; the
+    constructor waits up to ``_WORKER_START_S`` until it is ready (a wait of its own, unrelated to any call's
+    budget)."""
 
-    def __init__(self, ctx, memory_bytes: int) -> None:
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, memory_bytes), daemon=True,
-                                name="arpo-math-verify")
-        self.proc.start()
-        child.close()
-        if not self.conn.poll(_WORKER_START_S):
-            self._fail(f"not ready within {_WORKER_START_S:.0f} s")
+    def __init__(self, memory_bytes: int) -> None:
+        if not sys.executable:
+            raise RuntimeError("math-verify worker did not start: sys.executable is unknown")
+        self.proc = subprocess.Popen(
+            [sys.executable, *_SAFE_PATH, "-m", "arpo.envs._math_worker", str(memory_bytes)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_worker_env(),
+        )
+        self._out = self.proc.stdout.fileno()
+        self._poll = select.poll()
+        self._poll.register(self._out, select.POLLIN)
+        self._buffer = bytearray()
+        _LIVE_WORKERS.add(self)
         try:
-            ready = self.conn.recv() == "ready"
-        except (EOFError, OSError):
+            ready = self._receive(time.monotonic() + _WORKER_START_S) == "ready"
+        except TimeoutError:
+            self._fail(f"not ready within {_WORKER_START_S:.0f} s")
+        except (EOFError, OSError, ValueError):
             ready = False
         if not ready:
-            self.proc.join(timeout=10)  # it is exiting; wait to say how
-            self._fail(f"exited with code {self.proc.exitcode}")
+            try:
+                self.proc.wait(timeout=10)  # it is exiting; wait to say how
+            except subprocess.TimeoutExpired:
+                pass
+            self._fail(f"exited with code {self.proc.returncode}")
+
+    @property
+    def exitcode(self) -> int | None:
+        return self.proc.poll()
 
     def _fail(self, why: str) -> None:
         self.kill()
@@ -290,16 +252,59 @@ class _Worker:
 
     def run(self, golds: tuple[str, ...], pred: str, timeout_s: float) -> tuple[bool, bool]:
         """``(match, retire)``; TimeoutError past ``timeout_s``, EOFError or OSError if the worker is dead."""
-        self.conn.send((golds, pred))
-        if not self.conn.poll(timeout_s):
-            raise TimeoutError
-        return self.conn.recv()
+        deadline = time.monotonic() + timeout_s
+        self.proc.stdin.write(json.dumps({"golds": list(golds), "pred": pred}).encode() + b"\n")
+        self.proc.stdin.flush()
+        reply = self._receive(deadline)
+        return bool(reply["match"]), bool(reply["retire"])
+
+    def _receive(self, deadline: float):
+        """The next message, decoded; TimeoutError past ``deadline``, EOFError if the worker has exited."""
+        while (end := self._buffer.find(b"\n")) < 0:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._poll.poll(math.ceil(left * 1000)):
+                raise TimeoutError
+            chunk = os.read(self._out, 1 << 16)
+            if not chunk:
+                raise EOFError
+            self._buffer += chunk
+        line = bytes(self._buffer[:end])
+        del self._buffer[:end + 1]
+        return json.loads(line)
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.join()
-        self.conn.close()
+        _LIVE_WORKERS.discard(self)
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:  # a write buffer that cannot be flushed to a dead worker
+                pass
 
+
+# Python 3.11+: the worker's sys.path does not start with the current directory (a stray sympy.py there).
+_SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
+_LIVE_WORKERS: set[_Worker] = set()  # every worker process not yet killed, for _kill_all at exit
+
+
+def _worker_env() -> dict[str, str]:
+    """The parent's environment, with the directory that holds the ``arpo`` package first on PYTHONPATH (so
+    that the worker imports this ``arpo`` however the parent found it)."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(arpo.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+@atexit.register
+def _kill_all() -> None:
+    """Kill the workers when the parent exits (one may be stuck in sympy, where end of input goes unseen)."""
+    for worker in list(_LIVE_WORKERS):
+        worker.kill()
 
 _DIED = object()  # _MathPool._try's verdict when the worker it used was dead
 
@@ -313,7 +318,6 @@ class _MathPool:
     """
 
     def __init__(self, size: int, memory_bytes: int = MATH_MEMORY_BYTES) -> None:
-        self._ctx = multiprocessing.get_context("spawn")
         self._size, self._memory_bytes = size, memory_bytes
         self._idle: queue.Queue[_Worker] = queue.Queue()
         self._cond = threading.Condition()
@@ -336,8 +340,10 @@ class _MathPool:
         A worker found dead (killed while idle, or on this very input) is replaced, and the comparison is
         tried once more on another worker within what is left of the budget.
         """
-        if not self._warm:
-            self.warm_up()  # the one wait outside the budget: a cold pool has no worker to wait for
+        if not self._warm or self._live == 0:
+            # The one wait outside the budget: a cold pool (or one whose replacements all failed to start)
+            # has no worker to wait for. Each start has _WORKER_START_S of its own; RuntimeError if none can.
+            self.warm_up()
         deadline = time.monotonic() + timeout_s
         for _ in range(2):
             verdict = self._try(golds, pred, deadline, timeout_s)
@@ -358,10 +364,10 @@ class _MathPool:
             self._retire(worker)
             _warn(f"took longer than {timeout_s:g} s", pred, golds)
             return False
-        except (EOFError, OSError):
+        except (EOFError, OSError, ValueError):  # ValueError: not a reply (it cannot happen; no matter)
             self._retire(worker)
             logger.warning("math reward: worker died (exit code %s); trying another (answer %.200r)",
-                           worker.proc.exitcode, pred)
+                           worker.exitcode, pred)
             return _DIED
         if retire:
             self._retire(worker)
@@ -398,7 +404,7 @@ class _MathPool:
 
     def _start_one(self) -> None:
         try:
-            worker = _Worker(self._ctx, self._memory_bytes)
+            worker = _Worker(self._memory_bytes)
         except Exception:
             logger.exception("math reward: a math-verify worker failed to start")
             worker = None
@@ -419,9 +425,10 @@ _POOL = _MathPool(MATH_WORKERS)
 
 
 def warm_up() -> None:
-    """Start the math-verify workers and wait until they are ready (~0.5 s; up to ``_WORKER_START_S`` on a
-    cold disk). A trainer that scores ``math`` calls this once before its first batch; otherwise the first
-    ``math_reward`` call does it, outside its time budget. RuntimeError if no worker can start."""
+    """Start the math-verify workers and wait until they are ready (~0.4 s each, in parallel; up to
+    ``_WORKER_START_S`` on a cold disk). A trainer that scores ``math`` calls this once before its first
+    batch; otherwise the first ``math_reward`` call does it, outside its time budget. RuntimeError if no
+    worker can start."""
     _POOL.warm_up()
 
 

@@ -1,10 +1,12 @@
 """Reward functions: answer extraction (tool results left out), SQuAD EM/F1, math-verify equivalence under
 time and memory limits, format, and the registry. The math tests share the module's one worker pool (a
 worker's ~0.5 s start is the slow part); a test that gets workers killed warms the pool up again after."""
+import importlib.util
 import logging
-import multiprocessing.connection
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -266,7 +268,7 @@ def test_math_worker_killed_while_idle(caplog):
     warm_up()
     victim = rewards._POOL._idle.queue[0]  # the worker the next call takes
     os.kill(victim.proc.pid, signal.SIGKILL)
-    assert multiprocessing.connection.wait([victim.proc.sentinel], timeout=10)
+    victim.proc.wait(timeout=10)
     with caplog.at_level(logging.WARNING, logger="arpo.envs.rewards"):
         assert math_reward(ans("0.5"), ["1/2"]) == 1.0  # retried on another worker
     assert f"worker died (exit code -{signal.SIGKILL})" in caplog.text
@@ -277,7 +279,8 @@ def test_math_worker_killed_while_idle(caplog):
 
 def test_math_worker_memory_cap():
     warm_up()
-    limits = open(f"/proc/{rewards._POOL._idle.queue[0].proc.pid}/limits").read()
+    with open(f"/proc/{rewards._POOL._idle.queue[0].proc.pid}/limits") as f:
+        limits = f.read()
     assert f"Max address space         {rewards.MATH_MEMORY_BYTES}" in limits
 
 
@@ -305,7 +308,7 @@ def test_math_memory_hungry_input(small_pool):
     assert pool.equal(("1",), "2^{2^{34}}", timeout_s=60.0) is False
     assert time.perf_counter() - start < 30.0
     pool.warm_up()
-    assert pool._idle.queue[0] is not first and first.proc.exitcode is not None
+    assert pool._idle.queue[0] is not first and first.exitcode is not None
     assert pool.equal(("2",), "2", timeout_s=10.0) is True
 
 
@@ -315,6 +318,27 @@ def test_math_workers_that_cannot_start(small_pool, caplog):
         with pytest.raises(RuntimeError, match="no math-verify worker could start"):
             pool.equal(("1",), "1", timeout_s=5.0)
     assert "worker did not start: exited with code 1" in caplog.text
+
+
+def test_math_worker_stays_in_its_protocol(small_pool):
+    # the worker's stdout is the protocol's channel only in a copy: whatever prints goes to stderr
+    pool = small_pool()
+    pool.warm_up()
+    worker = pool._idle.queue[0]
+    assert os.readlink(f"/proc/{worker.proc.pid}/fd/1") == os.readlink(f"/proc/{worker.proc.pid}/fd/2")
+    assert pool.equal(("3",), "3", timeout_s=10.0) is True
+
+
+def test_math_pool_restarts_when_no_worker_is_left(small_pool):
+    # every worker gone and no replacement starting: the next call starts the pool again, outside its budget,
+    # instead of waiting its budget for a worker that will never come
+    pool = small_pool()
+    pool.warm_up()
+    worker = pool._idle.get()
+    worker.kill()
+    with pool._cond:
+        pool._live -= 1  # as after a replacement that failed to start
+    assert pool.equal(("4",), "4", timeout_s=5.0) is True
 
 
 def test_math_concurrent_threads():
@@ -329,6 +353,38 @@ def test_math_concurrent_threads():
     for t in threads:
         t.join(timeout=30)
     assert results == [float(i % 2) for i in range(16)]
+
+
+# A script whose top level is slow (heavy imports, then more) scores math under its main guard. With
+# multiprocessing's spawn every worker re-ran that top level before serving, and the scores came out 0.
+SLOW_SCRIPT = """\
+import os, sys, time
+with open(sys.argv[1], "a") as pids:  # every process that runs this top level leaves its pid
+    pids.write(f"{os.getpid()}\\n")
+import torch, transformers  # noqa: E401,F401
+time.sleep(8)  # a slow main import, outside the main guard
+
+from arpo.envs.rewards import get_reward_fn
+
+if __name__ == "__main__":
+    start = time.monotonic()
+    print(get_reward_fn("math")("<answer>12</answer>", ["12"]))
+    print(f"math reward call: {time.monotonic() - start:.2f} s", file=sys.stderr)
+"""
+
+
+def test_math_in_a_script_with_a_slow_main_module(tmp_path):
+    if not all(importlib.util.find_spec(name) for name in ("torch", "transformers")):
+        pytest.skip("needs torch and transformers")
+    script, pids = tmp_path / "score.py", tmp_path / "pids"
+    script.write_text(SLOW_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(pids)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1.0"], done.stderr
+    assert len(pids.read_text().split()) == 1, "a worker ran the script's top level"
+    seconds = float(done.stderr.rsplit("math reward call: ", 1)[1].split()[0])
+    assert seconds < 60.0, done.stderr  # the pool's start (~1 s) with the call, on a loaded 2-core machine
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ class HFEngine:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self._seqs: dict[int, _Seq] = {}
         self._ids = itertools.count()
-        self._rng = torch.Generator().manual_seed(seed)
+        self.device = next(model.parameters()).device  # every tensor of a batch lives here
+        self._rng = torch.Generator(self.device).manual_seed(seed)
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self._pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -135,7 +136,7 @@ class HFEngine:
         if req.params.max_new_tokens == 0:
             feed = feed[:-1]  # a sequence caches all but its last token
         seed = req.params.seed
-        gen = torch.Generator().manual_seed(seed) if seed is not None else self._rng
+        gen = torch.Generator(self.device).manual_seed(seed) if seed is not None else self._rng
         row = _Row(index, req, history, kv, cached, feed, gen)
         if req.params.max_new_tokens == 0:
             row.finish = ("length", None)
@@ -177,7 +178,8 @@ class HFEngine:
             mask[b, width - r.cached: width] = 1
             mask[b, width + feed - n:] = 1
             positions[b, feed - n:] = torch.arange(r.cached, r.cached + n)
-        logits, cache = self._forward(ids, mask, positions, cache)
+        dev = self.device
+        logits, cache = self._forward(ids.to(dev), mask.to(dev), positions.to(dev), cache)
         return logits, cache, mask
 
     def _batch_cache(self, batch: list[_Row], width: int):
@@ -206,7 +208,7 @@ class HFEngine:
             self._store(batch, cache, mask, [r.finish is not None for r in batch])
             if not live:
                 return
-            cache.batch_select_indices(torch.tensor(live))
+            cache.batch_select_indices(torch.tensor(live, device=self.device))
             mask, logits = mask[live], logits[live]
         rows = [batch[b] for b in live]
         while rows:
@@ -217,25 +219,27 @@ class HFEngine:
                 keep = [b for b, d in enumerate(done) if not d]
                 if not keep:
                     return
-                cache.batch_select_indices(torch.tensor(keep))
+                cache.batch_select_indices(torch.tensor(keep, device=self.device))
                 rows, mask, tokens = [rows[b] for b in keep], mask[keep], tokens[keep]
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], 1)
-            logits, cache = self._forward(tokens[:, None], mask, _positions(rows), cache)
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], 1)
+            logits, cache = self._forward(tokens[:, None], mask, _positions(rows).to(self.device), cache)
 
     def _sample(self, rows: list[_Row], logits: torch.Tensor) -> torch.Tensor:
         """Sample one token per row from logits [B, V]; record log-prob and entropy. Returns tokens [B]."""
-        temps = torch.tensor([r.request.params.temperature for r in rows], dtype=torch.float32)
+        temps = torch.tensor([r.request.params.temperature for r in rows], device=logits.device)
         scaled = logits / temps[:, None]
         probs = torch.stack([_filtered_probs(scaled[b], r.request.params) for b, r in enumerate(rows)])
         tokens = torch.stack([torch.multinomial(probs[b], 1, generator=r.generator)[0]
                               for b, r in enumerate(rows)])
         full_lp, entropy = logprob_entropy(scaled, tokens)
         picked = probs.gather(1, tokens[:, None])[:, 0].log()
-        for b, r in enumerate(rows):
-            filtered = r.request.params.top_k > 0 or r.request.params.top_p < 1.0
-            r.out.append(int(tokens[b]))
-            r.logprobs.append(float(picked[b] if filtered else full_lp[b]))
-            r.entropies.append(float(entropy[b]))
+        filtered = torch.tensor([r.request.params.top_k > 0 or r.request.params.top_p < 1.0 for r in rows],
+                                device=logits.device)
+        logprobs = torch.where(filtered, picked, full_lp)
+        for r, t, lp, h in zip(rows, tokens.tolist(), logprobs.tolist(), entropy.tolist()):  # one transfer each
+            r.out.append(t)
+            r.logprobs.append(lp)
+            r.entropies.append(h)
         return tokens
 
     def _check_stop(self, row: _Row) -> bool:

@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from arpo.envs.datasets import build_prompt
 from arpo.envs.prompts import system_prompt
@@ -47,8 +48,14 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Qwen2's own normaliser/pre-tokeniser (digits one by one), so that ``AutoTokenizer`` — which loads a
+    qwen2 model's tokenizer as ``Qwen2Tokenizer`` and rebuilds that pipeline — encodes exactly as trained."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -198,21 +205,48 @@ def _tokenizer_texts(examples, corpus) -> list[str]:
     return texts
 
 
+def _save(model, tok, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+
+
+def _load(path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(path).eval(), AutoTokenizer.from_pretrained(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="assets/demo-agent")
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--steps", type=int, default=3500)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--vocab-size", type=int, default=2048)
     ap.add_argument("--demos", type=int, default=3000, help="demonstrations per task")
     ap.add_argument("--eval-n", type=int, default=200, help="test questions per task")
+    ap.add_argument("--eval-only", action="store_true", help="only evaluate the model already in --out")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
+    out = Path(args.out)
+    tools = {"python": PythonSandbox(timeout_s=5.0), "search": SearchIndex(kbqa_index(args.seed), top_k=3)}
+    if args.eval_only:
+        model, tok = _load(out)
+    else:
+        model, tok = _build_and_train(args, tools)
+        _save(model, tok, out)
+        print(f"saved to {out}")
+    report = evaluate(model, tok, tools, args.seed, args.eval_n)
+    report["recipe"] = {k: v for k, v in vars(args).items() if k not in ("out", "eval_only")}
+    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def _build_and_train(args, tools):
     train_ex = load_task("arith", "train", args.seed)[: args.demos] + load_task("kbqa", "train", args.seed)[: args.demos]
     tok = build_tokenizer(_tokenizer_texts(train_ex, kbqa_corpus(args.seed)), args.vocab_size)
-    tools = {"python": PythonSandbox(timeout_s=5.0), "search": SearchIndex(kbqa_index(args.seed), top_k=3)}
     groups = [demonstrations(tok, train_ex[: args.demos], tools), demonstrations(tok, train_ex[args.demos :], tools)]
     for name, data in zip(("arith", "kbqa"), groups):
         lengths = sorted(len(d[0]) for d in data)
@@ -222,15 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     train(model, groups, args.steps, args.batch_size, args.lr, args.seed, tok.pad_token_id)
     print(f"trained {args.steps} steps in {time.time() - t0:.0f} s")
-    report = evaluate(model, tok, tools, args.seed, args.eval_n)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    report["recipe"] = vars(args)
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved to {out}")
-    return 0
+    return model, tok
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class _Stats:
     generated: int = 0
     prefilled: int = 0
     cached: int = 0
+    history: int = 0  # tokens already in the sequences the requests continue (what sharing can serve)
 
     def metrics(self, rollouts: list[Rollout], seconds: float) -> dict[str, float]:
         def mean(x):
@@ -88,6 +89,7 @@ class _Stats:
             "h_t_mean": mean(self.h_t),
             "delta_h_mean": mean(self.h_t) - mean(self.h_init) if self.h_t else float("nan"),
             "prefix_reuse": self.cached / max(self.cached + self.prefilled, 1),
+            "shared_prefix_cached": self.cached / max(self.history, 1),
             "generated_tokens": float(self.generated),
             "gen_tokens_per_s": self.generated / max(seconds, 1e-9),
             "seconds": seconds,
@@ -235,6 +237,7 @@ class Sampler:
                               stop_token_ids=self._stop_ids, seed=int(self._rng.integers(2**62)))
 
     def _generate(self, b: _Batch, reqs: list[Request]) -> list[Result]:
+        b.stats.history += sum(len(self.engine.tokens(r.parent)) for r in reqs if r.parent is not None)
         results = self.engine.generate(reqs)
         b.handles += [r.handle for r in results]
         b.stats.prefilled += sum(r.prefilled for r in results)

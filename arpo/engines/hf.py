@@ -162,7 +162,7 @@ class HFEngine:
             cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                          logits_to_keep=1, **{self._cache_kw: cache})
-        return out.logits[:, -1].float(), out.past_key_values
+        return out.logits[:, -1].float(), getattr(out, self._cache_kw)  # `cache` in transformers 5
 
     def _prefill(self, batch: list[_Row]):
         """Left-padded caches + new tokens of each row → next-token logits [B, V], cache, mask [B, S]."""

@@ -41,11 +41,12 @@ built. The protocol maps onto SGLang's offline Engine API (``srt/entrypoints/eng
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -82,20 +83,9 @@ def to_sampling_params(params: SamplingParams) -> dict[str, Any]:
     return out
 
 
-class Parsed(NamedTuple):
-    """One SGLang response in protocol terms (``Result`` without the handle)."""
-
-    tokens: tuple[int, ...]
-    logprobs: tuple[float, ...]
-    entropies: tuple[float, ...]
-    finish_reason: str
-    stop: str | int | None
-    prefilled: int
-    cached: int
-
-
-def from_response(resp: dict, request: Request, *, vocab_size: int) -> Parsed:
-    """Translate one element of ``Engine.generate``'s output (``{"text", "meta_info": {...}, ...}``)."""
+def from_response(resp: dict, request: Request, *, vocab_size: int) -> Result:
+    """Translate one element of ``Engine.generate``'s output (``{"text", "meta_info": {...}, ...}``) into a
+    ``Result`` whose handle (-1) the engine replaces."""
     meta = resp["meta_info"]
     finish = meta.get("finish_reason")
     if isinstance(finish, dict) and finish.get("type") == "abort":
@@ -111,7 +101,7 @@ def from_response(resp: dict, request: Request, *, vocab_size: int) -> Parsed:
     logprobs = sampled - np.log(kept_mass(top_lp, request.params))
     reason, stop = _finish(finish, tokens)
     cached = int(meta.get("cached_tokens", 0))
-    return Parsed(tokens, tuple(logprobs.tolist()), tuple(entropies.tolist()), reason, stop,
+    return Result(-1, tokens, tuple(logprobs.tolist()), tuple(entropies.tolist()), reason, stop,
                   int(meta["prompt_tokens"]) - cached, cached)
 
 
@@ -273,7 +263,7 @@ class SGLangEngine:
     def generate(self, requests: list[Request]) -> list[Result]:
         histories = [self._history(i, r) for i, r in enumerate(requests)]
         live = [i for i, r in enumerate(requests) if r.params.max_new_tokens > 0]
-        parsed: dict[int, Parsed] = {}
+        parsed: dict[int, Result] = {}
         if live:
             outs = self._engine.generate(
                 input_ids=[list(histories[i]) for i in live],
@@ -312,13 +302,13 @@ class SGLangEngine:
             raise ValueError(f"request {index}: no tokens and no parent: nothing to continue from")
         return history
 
-    def _result(self, history: tuple[int, ...], p: Parsed | None) -> Result:
+    def _result(self, history: tuple[int, ...], p: Result | None) -> Result:
         handle, self._next_handle = self._next_handle, self._next_handle + 1
         if p is None:  # prefill-only: nothing computed yet (see the module docstring)
             self._seqs[handle] = history
             return Result(handle, (), (), (), "length", None, 0, 0)
         self._seqs[handle] = history + p.tokens
-        return Result(handle, *p)
+        return dataclasses.replace(p, handle=handle)
 
     def _save(self, model) -> str:
         if self._weights_dir is None:

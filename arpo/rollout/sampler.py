@@ -1,8 +1,9 @@
 """The tool loop and the ARPO / GRPO samplers: branched rollouts of a batch of prompts, one tree per prompt.
 
-Every path runs the same loop: generate until a tool tag closes, ``</answer>``, EOS or the length limit; a
-tool call is submitted to the ``ToolBox`` at once (it runs while other paths generate), its result is
-prefilled as context (loss mask 0) and the path continues. All live paths of all prompts share each engine
+Every path runs the same loop: generate until a tool tag closes, ``</answer>``, EOS or the length limit (a
+call past ``max_tool_calls`` ends the path as ``tool_limit``); a tool call is submitted to the ``ToolBox`` at
+once (it runs while other paths generate), its result is prefilled as context (loss mask 0) and the path
+continues. All live paths of all prompts share each engine
 call, so prompts, forks and continuations are batched together.
 
 ARPO (DESIGN.md, "The algorithm"): each prompt is prefilled once and starts N paths. ``H_init`` of a path is
@@ -48,8 +49,9 @@ class _Path:
 
 @dataclasses.dataclass
 class Leaf:
-    """One finished trajectory: its leaf node, response text, why it ended (answer | eos | length | stop:
-    generation stopped without a complete action) and how many tool calls it made."""
+    """One finished trajectory: its leaf node, response text, why it ended (answer | eos | length |
+    tool_limit: a call past rollout.max_tool_calls | stop: a stop string without a complete action) and how
+    many tool calls it made."""
 
     node: int
     text: str
@@ -166,7 +168,9 @@ class Sampler:
         b.stats.generated += len(res.tokens)
         forks = self._entropy_rule(b, p, res)
         action = parse_action(self.tokenizer.decode(res.tokens), self.tools.names, self.answer_tag)
-        if action.kind in ("tool", "invalid"):
+        if action.kind == "tool" and p.calls >= self.cfg.max_tool_calls:
+            self._end(b, p, "tool_limit")
+        elif action.kind in ("tool", "invalid"):
             if self._remaining(p) > 0:
                 b.pending[self.tools.submit(action, p.calls)] = p
                 p.calls += action.kind == "tool"

@@ -164,3 +164,11 @@ def test_demo_model_rollouts_are_reproducible_and_share_prefixes(tok):
             assert tok.decode([t for n in path[1:] for t in r.tree.tokens(n)]) == leaf.text
             assert all(r.tree.is_trainable(n) != tok.decode(list(r.tree.tokens(n))).startswith("\n<result>")
                        for n in path[1:])
+
+
+def test_tool_call_limit_ends_paths(tok):
+    eng = ScriptedEngine(tok, 1.0, 1.0)
+    s = _sampler(tok, eng, M=3, N=3, max_tool_calls=0)
+    [ro] = s.rollout([tok.encode("q")])
+    assert [leaf.finish for leaf in ro.leaves] == ["tool_limit"] * 3
+    assert all(leaf.tool_calls == 0 and leaf.text == "<python>1+1</python>" for leaf in ro.leaves)

@@ -15,6 +15,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from arpo_kernels import logprob_entropy
+
 from arpo.config import RolloutConfig, ToolsConfig
 from arpo.engines.hf import HFEngine
 from arpo.envs.datasets import build_prompt
@@ -33,6 +35,7 @@ def setup():
     model = AutoModelForCausalLM.from_pretrained(DEMO, local_files_only=True, dtype=torch.float32).eval()
     examples = load_task("arith", "test")[:PROMPTS_PER_TASK] + load_task("kbqa", "test")[:PROMPTS_PER_TASK]
     prompts = [build_prompt(tok, e, ("python", "search")) for e in examples]
+    logprob_entropy(torch.zeros(2, 8), torch.zeros(2, dtype=torch.long))  # numba's first-call compile, untimed
     return tok, model, prompts
 
 

@@ -77,6 +77,7 @@ class _Stats:
     prefilled: int = 0
     cached: int = 0
     history: int = 0  # tokens already in the sequences the requests continue (what sharing can serve)
+    engine_seconds: float = 0.0  # wall time inside engine.generate (the rest: tools, bookkeeping)
 
     def metrics(self, rollouts: list[Rollout], seconds: float) -> dict[str, float]:
         def mean(x):
@@ -95,6 +96,7 @@ class _Stats:
             "generated_tokens": float(self.generated),
             "gen_tokens_per_s": self.generated / max(seconds, 1e-9),
             "seconds": seconds,
+            "engine_seconds": self.engine_seconds,
         }
 
 
@@ -242,7 +244,9 @@ class Sampler:
 
     def _generate(self, b: _Batch, reqs: list[Request]) -> list[Result]:
         b.stats.history += sum(len(self.engine.tokens(r.parent)) for r in reqs if r.parent is not None)
+        start = time.perf_counter()
         results = self.engine.generate(reqs)
+        b.stats.engine_seconds += time.perf_counter() - start
         b.handles += [r.handle for r in results]
         b.stats.prefilled += sum(r.prefilled for r in results)
         b.stats.cached += sum(r.cached for r in results)

@@ -186,7 +186,8 @@ def setup_fs(workdir, owner):
     mount(None, "/", None, REC | PRIVATE)
     mount("proc", "/proc", "proc", RDONLY | NOSUID | NODEV | NOEXEC)
     python = {os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix),
-              os.path.dirname(os.path.realpath(cfg["python"]))}
+              os.path.dirname(os.path.realpath(cfg["python"])),
+              os.path.dirname(os.path.abspath(cfg["python"]))}  # a venv's bin/ (its python is a symlink)
     under_tmp = any(p == "/tmp" or p.startswith("/tmp/") for p in python)
     target = workdir if under_tmp or not os.path.isdir("/tmp") else "/tmp"
     if owner != os.getuid():

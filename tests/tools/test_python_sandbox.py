@@ -28,6 +28,11 @@ import arpo.tools.python_sandbox as python_sandbox
 from arpo.tools.base import ToolResult
 from arpo.tools.python_sandbox import PythonSandbox
 
+# an interpreter (or venv) under /tmp keeps the host's /tmp visible: the sandbox then mounts its tmpfs on the
+# call's own directory instead of /tmp (python_sandbox docstring), so paths inside differ
+_PYTHON_UNDER_TMP = any(os.path.abspath(p).startswith("/tmp/") or os.path.realpath(p).startswith("/tmp/")
+                        for p in (sys.executable, sys.prefix, sys.base_prefix))
+
 MARKER = "\n…[truncated]"
 UNAVAILABLE = "Error: python sandbox unavailable: "
 UNAVAILABLE_END = " (set tools.python_require_isolation=false to run with rlimits only)"
@@ -278,7 +283,7 @@ def test_other_processes_environ_is_unreadable(strict, monkeypatch):
 
 def test_working_directory_is_fresh_and_removed(sandbox, workdirs):
     result = sandbox("import os\nprint(os.getcwd(), os.listdir('.'))\nopen('made.txt', 'w').write('x')")
-    seen = "/tmp" if "fs" in sandbox.last_isolation else workdirs[0]
+    seen = "/tmp" if "fs" in sandbox.last_isolation and not _PYTHON_UNDER_TMP else workdirs[0]
     assert result.ok and result.text == f"{seen} ['snippet.py']\n"
     _assert_cleaned_up(workdirs)
 
@@ -290,7 +295,7 @@ def test_private_temp_root_works(workdirs, tmp_path, monkeypatch):
     result = sandbox("import os; print(os.getcwd())")
     assert workdirs[0].startswith(str(tmp_path))
     if "fs" in sandbox.last_isolation or "uid" not in sandbox.last_isolation:
-        seen = "/tmp" if "fs" in sandbox.last_isolation else workdirs[0]
+        seen = "/tmp" if "fs" in sandbox.last_isolation and not _PYTHON_UNDER_TMP else workdirs[0]
         assert result.ok and result.text == f"{seen}\n"
     else:  # documented: without "fs" the call's uid cannot reach a working directory under a private root
         assert not result.ok and "PermissionError" in result.text
@@ -300,7 +305,7 @@ def test_private_temp_root_works(workdirs, tmp_path, monkeypatch):
 def test_same_failing_code_gives_the_same_text(sandbox, workdirs):
     first, second = sandbox("x = 1\n1 / 0"), sandbox("x = 1\n1 / 0")
     assert not first.ok and 'snippet.py", line 2, in <module>' in first.text
-    if "fs" in sandbox.last_isolation:  # the code is /tmp/snippet.py in every call
+    if "fs" in sandbox.last_isolation and not _PYTHON_UNDER_TMP:  # the code is /tmp/snippet.py in every call
         assert first.text == second.text and 'File "/tmp/snippet.py"' in first.text
     else:  # documented: the random working directory shows
         assert workdirs[0] in first.text and workdirs[1] in second.text

@@ -228,7 +228,10 @@ class HFEngine:
         """Sample one token per row from logits [B, V]; record log-prob and entropy. Returns tokens [B]."""
         temps = torch.tensor([r.request.params.temperature for r in rows], device=logits.device)
         scaled = logits / temps[:, None]
-        probs = torch.stack([_filtered_probs(scaled[b], r.request.params) for b, r in enumerate(rows)])
+        probs = torch.softmax(scaled, -1)
+        for b, r in enumerate(rows):  # top-k / top-p only where asked
+            if r.request.params.top_k > 0 or r.request.params.top_p < 1.0:
+                probs[b] = _filtered_probs(scaled[b], r.request.params)
         tokens = torch.stack([torch.multinomial(probs[b], 1, generator=r.generator)[0]
                               for b, r in enumerate(rows)])
         full_lp, entropy = logprob_entropy(scaled, tokens)

@@ -83,6 +83,11 @@ class HFEngine:
                  seed: int = 0):
         if token_budget < 1:
             raise ValueError(f"HFEngine: token_budget must be >= 1, got {token_budget}")
+        sliding = [t for t in getattr(model.config, "layer_types", None) or [] if t != "full_attention"]
+        if sliding or getattr(model.config, "use_sliding_window", False):
+            raise ValueError(f"HFEngine: {type(model).__name__} uses sliding-window attention "
+                             f"({sorted(set(sliding)) or 'use_sliding_window'}); its trimmed KV cache cannot be "
+                             "forked here: use a full-attention config or the sglang engine")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.token_budget = token_budget

@@ -134,12 +134,15 @@ class Sampler:
         b = _Batch([TrajectoryTree(p) for p in prompts], [], [initial] * len(prompts), [[] for _ in prompts])
         b.roots = [r.handle for r in self._generate(b, [Request(tuple(p), self._params(0)) for p in prompts])]
         queue = [_Path(i, 0, b.roots[i], []) for i in range(len(prompts)) for _ in range(initial)]
-        while queue or b.pending:
-            prefill = self._harvest(b, block=not queue)
-            queue = self._step(b, queue, prefill)
-            if not queue and not b.pending:
-                queue = self._fill(b)
-        self.engine.release(b.handles)
+        try:
+            while queue or b.pending:
+                prefill = self._harvest(b, block=not queue)
+                queue = self._step(b, queue, prefill)
+                if not queue and not b.pending:
+                    queue = self._fill(b)
+        finally:  # also when the engine or a tree raises: no sequence (and its KV) outlives the call
+            wait(list(b.pending))
+            self.engine.release(b.handles)
         rollouts = [Rollout(t, [Leaf(p.node, self.tokenizer.decode(p.response), p.finish, p.calls) for p in ls])
                     for t, ls in zip(b.trees, b.leaves)]
         self.last_metrics = b.stats.metrics(rollouts, time.perf_counter() - start)

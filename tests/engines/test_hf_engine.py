@@ -179,3 +179,14 @@ def test_prompts_of_different_lengths_batch_like_alone(demo):
         assert alone.tokens == together[i].tokens
         assert alone.logprobs == pytest.approx(together[i].logprobs, abs=2e-5)
         assert all(math.isfinite(x) for x in together[i].logprobs + together[i].entropies)
+
+
+def test_sliding_window_models_are_refused(demo):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    _, tok = demo
+    cfg = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, use_sliding_window=True, sliding_window=6,
+                      layer_types=["sliding_attention"] * 2)
+    with pytest.raises(ValueError, match="sliding-window attention"):
+        HFEngine(Qwen2ForCausalLM(cfg), tok)

@@ -172,3 +172,19 @@ def test_tool_call_limit_ends_paths(tok):
     [ro] = s.rollout([tok.encode("q")])
     assert [leaf.finish for leaf in ro.leaves] == ["tool_limit"] * 3
     assert all(leaf.tool_calls == 0 and leaf.text == "<python>1+1</python>" for leaf in ro.leaves)
+
+
+def test_engine_failure_releases_every_sequence(tok):
+    eng = ScriptedEngine(tok, 1.0, 1.0)
+    generate, calls = eng.generate, []
+
+    def failing(requests):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory")
+        return generate(requests)
+
+    eng.generate = failing
+    with pytest.raises(RuntimeError, match="out of memory"):
+        _sampler(tok, eng, M=3, N=3).rollout([tok.encode("q")])
+    assert eng.seqs and set(eng.seqs) == eng.released

@@ -59,7 +59,6 @@ class _Seq:
 class _Row:
     """One request being served: what to feed, what has been generated."""
 
-    index: int
     request: Request
     history: tuple[int, ...]  # parent tokens + request tokens
     kv: _KV | None  # the parent's cache (covers history[:cached])
@@ -142,7 +141,7 @@ class HFEngine:
             feed = feed[:-1]  # a sequence caches all but its last token
         seed = req.params.seed
         gen = torch.Generator(self.device).manual_seed(seed) if seed is not None else self._rng
-        row = _Row(index, req, history, kv, cached, feed, gen)
+        row = _Row(req, history, kv, cached, feed, gen)
         if req.params.max_new_tokens == 0:
             row.finish = ("length", None)
         return row

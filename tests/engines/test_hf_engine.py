@@ -120,13 +120,13 @@ def test_stop_strings_spanning_tokens_and_stop_ids(demo):
     pieces = tok.encode("x = 1</pyth", add_special_tokens=False) + tok.encode("on>", add_special_tokens=False)
     from arpo.engines.hf import _Row
 
-    row = _Row(0, Request((1,), _params(50, stop=("</python>",))), (1,), None, 0, [1], torch.Generator())
+    row = _Row(Request((1,), _params(50, stop=("</python>",))), (1,), None, 0, [1], torch.Generator())
     for t in pieces:
         row.out.append(t)
         stopped = eng._check_stop(row)
     assert stopped and row.finish == ("stop", "</python>")
     eos = tok.convert_tokens_to_ids("<|im_end|>")
-    row = _Row(0, Request((1,), _params(50, stop_token_ids=(eos,))), (1,), None, 0, [1], torch.Generator())
+    row = _Row(Request((1,), _params(50, stop_token_ids=(eos,))), (1,), None, 0, [1], torch.Generator())
     row.out.append(eos)
     assert eng._check_stop(row) and row.finish == ("eos", eos)
 

@@ -30,13 +30,17 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
+from arpo.config import RolloutConfig
+from arpo.engines.hf import HFEngine
 from arpo.envs.datasets import build_prompt
 from arpo.envs.prompts import system_prompt
 from arpo.envs.rewards import get_reward_fn
 from arpo.envs.tasks import kbqa_corpus, kbqa_index, load_task
-from arpo.tools.parser import encode_result, parse_action
+from arpo.rollout.sampler import Sampler
+from arpo.tools.parser import encode_result
 from arpo.tools.python_sandbox import PythonSandbox
 from arpo.tools.search import SearchIndex
+from arpo.tools.toolbox import ToolBox
 
 TOOLS = ("python", "search")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -143,44 +147,14 @@ def train(model, groups, steps: int, batch_size: int, lr: float, seed: int, pad_
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-@torch.no_grad()
-def _generate(model, tok, seqs: list[list[int]], stop_ids: list[int], max_new: int) -> list[list[int]]:
-    """Greedy continuation of each sequence until a stop token (included) or max_new tokens."""
-    width = max(map(len, seqs))
-    pad = tok.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(s)) + s for s in seqs])
-    out = model.generate(input_ids=ids, attention_mask=(ids != pad).long(), max_new_tokens=max_new,
-                         do_sample=False, eos_token_id=stop_ids, pad_token_id=pad)
-    new = []
-    for row in out[:, width:].tolist():
-        cut = next((i + 1 for i, t in enumerate(row) if t in stop_ids), len(row))
-        new.append(row[:cut])
-    return new
-
-
-def run_agent(model, tok, examples, tools, max_calls: int = 3, max_new: int = 48, batch: int = 50):
-    """Greedy tool-using transcripts (response text, tool calls) for each example."""
-    stop_ids = tok.convert_tokens_to_ids(["</python>", "</search>", "</answer>", "<|im_end|>"])
-    seqs = [build_prompt(tok, e, TOOLS) for e in examples]
-    texts, calls = [""] * len(examples), [0] * len(examples)
-    active = list(range(len(examples)))
-    for _turn in range(max_calls + 1):
-        nxt = []
-        for b in range(0, len(active), batch):
-            chunk = active[b : b + batch]
-            for i, new in zip(chunk, _generate(model, tok, [seqs[i] for i in chunk], stop_ids, max_new)):
-                turn = tok.decode(new)
-                seqs[i] += new
-                texts[i] += turn
-                act = parse_action(turn, TOOLS)
-                if act.kind == "tool" and calls[i] < max_calls:
-                    calls[i] += 1
-                    result = tools[act.name](act.content).text
-                    seqs[i] += encode_result(tok, result)
-                    texts[i] += tok.decode(encode_result(tok, result))
-                    nxt.append(i)
-        active = nxt
-    return texts, calls
+def run_agent(model, tok, examples, tools, max_calls: int = 3) -> tuple[list[str], list[int]]:
+    """Greedy (top-k 1) tool-using transcripts and tool-call counts, through the engine and sampler."""
+    cfg = RolloutConfig(mode="grpo", M=1, N=1, top_k=1, max_response_tokens=256, max_tool_calls=max_calls)
+    with ToolBox(tools, max_calls=max_calls, pool_size=2) as box:
+        rollouts = Sampler(HFEngine(model, tok), box, tok, cfg).rollout(
+            [build_prompt(tok, e, TOOLS) for e in examples])
+    leaves = [r.leaves[0] for r in rollouts]
+    return [leaf.text for leaf in leaves], [leaf.tool_calls for leaf in leaves]
 
 
 def evaluate(model, tok, tools, seed: int, n: int) -> dict:

@@ -1,6 +1,4 @@
-"""The `arpo` command: `arpo demo`, `arpo config` and `arpo index`.
-
-The trainer, evaluation and plots arrive with later issues."""
+"""The `arpo` command: `arpo train`, `arpo plot`, `arpo demo`, `arpo config` and `arpo index`."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +16,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.config is None and _DEMO_CONFIG.exists():
         args.config = str(_DEMO_CONFIG)
     run_demo(config_from_args(args), prompts=args.prompts, seed=args.seed)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train.trainer import run_training
+
+    if args.deepspeed:
+        args.overrides = [*args.overrides, "train.deepspeed=true"]
+    cfg = config_from_args(args)
+    try:
+        return run_training(cfg, resume=args.resume)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        print(f"arpo train: {err}", file=sys.stderr)
+        return 2
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from .plot import plot_run
+
+    try:
+        paths = plot_run(args.run_dir, args.out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"arpo plot: {err}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
     return 0
 
 
@@ -45,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
                     "fused kernels.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    train = sub.add_parser("train", help="train a policy with ARPO or GRPO (configs/*.yaml)",
+                           epilog="every key: arpo config --describe")
+    add_config_args(train)
+    train.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+                       help="continue a run: from the newest checkpoint in train.output_dir, or from CHECKPOINT")
+    train.add_argument("--deepspeed", action="store_true",
+                       help="DeepSpeed ZeRO data parallelism (launch with torchrun or deepspeed); "
+                            "same as --set train.deepspeed=true")
+    train.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
+    train.set_defaults(func=_cmd_train)
+    plot = sub.add_parser("plot", help="draw a run's metrics.jsonl as PNG charts")
+    plot.add_argument("run_dir", help="training run directory (train.output_dir)")
+    plot.add_argument("--out", default=None, help="directory for the PNGs (default: RUN_DIR/plots)")
+    plot.set_defaults(func=_cmd_plot)
     demo = sub.add_parser("demo", help="run the embedded end-to-end demo (configs/demo.yaml by default)")
     add_config_args(demo)
     demo.add_argument("--prompts", type=int, default=32, help="number of prompts (trees) to roll out")

@@ -488,7 +488,9 @@ class TrainConfig(_Section):
     grad_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
     bf16: bool = _f(False, "bf16 mixed precision (GPU), fp32 master weights")
     save_every: int = _f(50, "checkpoint every K steps (0 = only at the end)")
-    eval_every: int = _f(10, "evaluate on data.test every K steps (0 = never)")
+    keep_checkpoints: int = _f(3, "checkpoints kept in output_dir/checkpoints, newest first (0 = all)")
+    eval_every: int = _f(10, "evaluate on data.test every K steps, before the first and after the last (0 = never)")
+    eval_limit: int = _f(0, "evaluate on the first K prompts of each data.test entry (0 = all), greedily")
     deepspeed: bool = _f(False, "use a DeepSpeed ZeRO engine (under torchrun / the deepspeed launcher)")
     zero_stage: int = _f(2, "DeepSpeed ZeRO stage (train.deepspeed = true)")
     kernel_backend: str = _f(
@@ -510,6 +512,8 @@ class TrainConfig(_Section):
         self._validate_batches()
         self._require(self.save_every >= 0, "save_every", ">= 0 (0 = only at the end)")
         self._require(self.eval_every >= 0, "eval_every", ">= 0 (0 = never)")
+        self._require(self.keep_checkpoints >= 0, "keep_checkpoints", ">= 0 (0 = all)")
+        self._require(self.eval_limit >= 0, "eval_limit", ">= 0 (0 = all)")
         self._require(0 <= self.zero_stage <= 3, "zero_stage", "0, 1, 2 or 3")
 
     def _validate_batches(self) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 import numpy as np
@@ -111,6 +112,7 @@ class _Batch:
     pending: dict[Future, _Path] = dataclasses.field(default_factory=dict)
     handles: list[int] = dataclasses.field(default_factory=list)  # every engine sequence made, released at the end
     stats: _Stats = dataclasses.field(default_factory=_Stats)
+    progress: Callable[[int], None] | None = None
 
 
 class Sampler:
@@ -127,11 +129,13 @@ class Sampler:
         self.last_metrics: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------------------ public
-    def rollout(self, prompts: list[list[int]]) -> list[Rollout]:
-        """Exactly ``cfg.M`` leaves per prompt; ``last_metrics`` describes the batch."""
+    def rollout(self, prompts: list[list[int]], progress: Callable[[int], None] | None = None) -> list[Rollout]:
+        """Exactly ``cfg.M`` leaves per prompt; ``last_metrics`` describes the batch. ``progress(1)`` is called
+        each time a trajectory ends (e.g. a tqdm bar's ``update``)."""
         start = time.perf_counter()
         initial = self.cfg.N if self.cfg.mode == "arpo" else self.cfg.M
-        b = _Batch([TrajectoryTree(p) for p in prompts], [], [initial] * len(prompts), [[] for _ in prompts])
+        b = _Batch([TrajectoryTree(p) for p in prompts], [], [initial] * len(prompts), [[] for _ in prompts],
+                   progress=progress)
         b.roots = [r.handle for r in self._generate(b, [Request(tuple(p), self._params(0)) for p in prompts])]
         queue = [_Path(i, 0, b.roots[i], []) for i in range(len(prompts)) for _ in range(initial)]
         try:
@@ -261,3 +265,5 @@ class Sampler:
     def _end(self, b: _Batch, p: _Path, finish: str) -> None:
         p.finish = finish
         b.leaves[p.prompt].append(p)
+        if b.progress is not None:
+            b.progress(1)

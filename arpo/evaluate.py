@@ -1,0 +1,73 @@
+"""Evaluation: roll out each test prompt ``n`` times with the tools (greedy by default: top-k 1), score every
+sample with the reward, and summarise per data source and overall.
+
+Summary keys (per source under ``by_source``, and overall): ``accuracy`` (fraction of samples with full
+reward, 1.0), ``reward`` (mean reward), ``tool_calls`` (per sample), ``response_tokens`` (per sample, tool
+results included), ``questions``, ``samples``, ``seconds``. Records: one dict per question with its samples'
+texts, rewards, finish reasons and tool calls, for transcripts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .config import RolloutConfig
+from .envs.rewards import get_reward_fn
+from .rollout.sampler import Rollout, Sampler
+
+EVAL_CHUNK = 32  # prompts per sampler call (bounds the engine's KV memory)
+
+
+def eval_rollout_config(cfg: RolloutConfig, n: int, greedy: bool) -> RolloutConfig:
+    """``n`` independent samples per prompt, no branching; greedy = top-k 1 (the temperature is irrelevant)."""
+    return dataclasses.replace(cfg, mode="grpo", M=n, N=n, top_k=1 if greedy else cfg.top_k)
+
+
+def evaluate(engine, toolbox, tokenizer, prompts: Sequence, rollout: RolloutConfig, reward: str, *, n: int = 1,
+             greedy: bool = True, seed: int = 0,
+             progress: Callable[[int], None] | None = None) -> tuple[dict, list[dict]]:
+    """Evaluate ``prompts`` (``train.data.Prompt``s). ``progress(k)`` is called after each chunk of k prompts."""
+    start = time.perf_counter()
+    sampler = Sampler(engine, toolbox, tokenizer, eval_rollout_config(rollout, n, greedy), seed=seed)
+    records: list[dict] = []
+    for c in range(0, len(prompts), EVAL_CHUNK):
+        chunk = prompts[c:c + EVAL_CHUNK]
+        for p, r in zip(chunk, sampler.rollout([list(p.ids) for p in chunk])):
+            records.append(_record(p.example, r, get_reward_fn(reward, p.example.data_source)))
+        if progress is not None:
+            progress(len(chunk))
+    return summarize(records, time.perf_counter() - start), records
+
+
+def _record(example, rollout: Rollout, reward_fn) -> dict:
+    tree = rollout.tree
+    samples = []
+    for leaf in rollout.leaves:
+        tokens = sum(len(tree.tokens(v)) for v in tree.path(leaf.node)[1:])
+        samples.append({"text": leaf.text, "reward": float(reward_fn(leaf.text, example.ground_truth)),
+                        "finish": leaf.finish, "tool_calls": leaf.tool_calls, "response_tokens": tokens})
+    return {"uid": example.uid, "data_source": example.data_source, "question": example.question,
+            "ground_truth": list(example.ground_truth), "samples": samples}
+
+
+def summarize(records: list[dict], seconds: float) -> dict:
+    """Overall and per-data-source means over all samples (see the module docstring)."""
+    out = _means(records)
+    out["seconds"] = seconds
+    sources = sorted({r["data_source"] for r in records})
+    out["by_source"] = {s: _means([r for r in records if r["data_source"] == s]) for s in sources}
+    return out
+
+
+def _means(records: list[dict]) -> dict:
+    samples = [s for r in records for s in r["samples"]]
+
+    def mean(key, fn=float):
+        return float(np.mean([fn(s[key]) for s in samples])) if samples else float("nan")
+
+    return {"accuracy": mean("reward", lambda x: float(x >= 1.0)), "reward": mean("reward"),
+            "tool_calls": mean("tool_calls"), "response_tokens": mean("response_tokens"),
+            "questions": len(records), "samples": len(samples)}

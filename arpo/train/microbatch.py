@@ -1,0 +1,156 @@
+"""Micro-batches of one mini-batch of trees: the model inputs of one forward/backward and the loss terms of
+its trainable tokens, in the flat layout (one row per leaf) or the tree-packed one (each unique token once).
+
+The aggregation weights of ``algo.agg`` are those of the whole mini-batch, so the micro-batch losses add up to
+the mini-batch loss exactly (gradient accumulation changes nothing):
+
+- packed: ``pack_trees`` over the mini-batch gives each token its global weight; a micro-batch is a run of
+  whole trees sliced out of it (indices rebased). A single tree larger than ``micro_batch_tokens`` is a
+  micro-batch of its own.
+- flat: ``policy_loss`` normalises within the rows it sees, so each micro-batch carries ``scale`` = its share
+  of the mini-batch normaliser (its loss tokens / all loss tokens for ``token-mean``; its non-empty rows / all
+  non-empty rows for the ``seq-mean-*`` modes) and the trainer multiplies its loss by it. Rows are sorted by
+  length before they are cut into micro-batches (least padding: the fair flat baseline).
+
+Every trainable token's log-prob is read from the hidden state of the token it is predicted from: the one
+before it in its row (flat), its ``prev_index`` (packed). ``src`` holds those positions as indices into the
+micro-batch's flattened hidden states ``[B*L, H]``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..tree import FlatBatch, PackedBatch, flatten_trees, pack_trees
+
+
+@dataclasses.dataclass
+class MicroBatch:
+    """One forward/backward. ``n`` = trainable tokens; every loss tensor is [n] (float32 unless noted)."""
+
+    input_ids: torch.Tensor  # [B, L] int64 (packed: B = 1)
+    position_ids: torch.Tensor  # [B, L] int64
+    attention_mask: torch.Tensor | None  # flat: [B, L] int64; packed: None (built from span_end on the device)
+    span_end: torch.Tensor | None  # packed: [L] int64, key k visible from q iff k <= q < span_end[k]
+    src: torch.Tensor  # [n] int64, index into the flattened hidden states [B*L, H]
+    targets: torch.Tensor  # [n] int64
+    terms: dict[str, torch.Tensor]  # flat: advantages, seq_index (int64); packed: adv_pos, adv_neg, weight, ...
+    sampler_logprobs: torch.Tensor  # [n] the sampler's log-probs (NaN where none was recorded)
+    scale: float = 1.0  # flat: this micro-batch's share of the mini-batch normaliser
+    tokens: int = 0  # token slots forwarded (padding included)
+    old_logprobs: torch.Tensor | None = None  # [n], set before the first epoch
+    ref_logprobs: torch.Tensor | None = None  # [n], set when algo.kl_coef > 0
+
+    @property
+    def packed(self) -> bool:
+        return self.span_end is not None
+
+    @property
+    def num_loss_tokens(self) -> int:
+        return int(self.targets.numel())
+
+    def to(self, device: torch.device) -> "MicroBatch":
+        """A copy with every tensor on ``device``."""
+        moved = {f.name: _move(getattr(self, f.name), device) for f in dataclasses.fields(self)}
+        return MicroBatch(**moved)
+
+
+def _move(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: v.to(device) for k, v in value.items()}
+    return value
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+# ---- flat ---------------------------------------------------------------------------------------------------
+def flat_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int, pad_id: int,
+                       scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
+    """The mini-batch ``trees`` as flat micro-batches of at most ``max_tokens`` padded token slots each."""
+    fb = flatten_trees(trees, mode, pad_id, scale_std=scale_std, eps=eps)
+    lengths = fb.attention_mask.sum(1)
+    loss_tokens = fb.loss_mask.sum(1)
+    norm = float(loss_tokens.sum()) if agg == "token-mean" else float((loss_tokens > 0).sum())
+    order = np.argsort(-lengths, kind="stable")
+    groups, cur = [], []
+    for r in order:
+        if cur and (len(cur) + 1) * int(lengths[cur[0]]) > max_tokens:
+            groups.append(cur)
+            cur = []
+        cur.append(int(r))
+    if cur:
+        groups.append(cur)
+    return [_flat_micro(fb, np.array(g), int(lengths[g[0]]), agg, norm) for g in groups]
+
+
+def _flat_micro(fb: FlatBatch, rows: np.ndarray, width: int, agg: str, norm: float) -> MicroBatch:
+    ids = fb.input_ids[rows, :width]
+    mask = fb.loss_mask[rows, :width]
+    r_idx, c_idx = np.nonzero(mask)  # c_idx >= 1: the prompt (position 0) is never trainable
+    own = float(mask.sum()) if agg == "token-mean" else float(mask.any(1).sum())
+    return MicroBatch(
+        input_ids=_t(ids),
+        position_ids=_t(fb.position_ids[rows, :width]),
+        attention_mask=_t(fb.attention_mask[rows, :width]),
+        span_end=None,
+        src=_t(r_idx * width + c_idx - 1),
+        targets=_t(ids[r_idx, c_idx]),
+        terms={"advantages": _t(fb.advantages[rows, :width][r_idx, c_idx]), "seq_index": _t(r_idx.astype(np.int64))},
+        sampler_logprobs=_t(fb.old_logprobs[rows, :width][r_idx, c_idx]),
+        scale=own / norm if norm > 0 else 0.0,
+        tokens=int(ids.size),
+    )
+
+
+# ---- packed -------------------------------------------------------------------------------------------------
+PACKED_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")
+
+
+def packed_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int, scale_std: bool = True,
+                         eps: float = 1e-6) -> list[MicroBatch]:
+    """The mini-batch ``trees`` tree-packed, cut into runs of whole trees of at most ``max_tokens`` tokens."""
+    pb = pack_trees(trees, mode, agg, scale_std=scale_std, eps=eps)
+    off = pb.tree_offsets
+    groups, start = [], 0  # tree i occupies [off[i], off[i + 1]); a run starts at tree `start`
+    for i in range(len(off) - 1):
+        if off[i + 1] - off[start] > max_tokens and i > start:
+            groups.append((off[start], off[i]))
+            start = i
+    if len(off) > 1:
+        groups.append((off[start], off[-1]))
+    return [_packed_micro(pb, int(a), int(b)) for a, b in groups]
+
+
+def _packed_micro(pb: PackedBatch, a: int, b: int) -> MicroBatch:
+    prev = pb.prev_index[a:b] - a  # -1 (first prompt token) stays negative
+    sel = np.flatnonzero(pb.loss_mask[a:b] & (prev >= 0))
+    terms = {name: _t(getattr(pb, name)[a:b][sel]) for name in PACKED_TERMS}
+    return MicroBatch(
+        input_ids=_t(pb.input_ids[a:b][None]),
+        position_ids=_t(pb.position_ids[a:b][None]),
+        attention_mask=None,
+        span_end=_t(pb.span_end[a:b] - a),
+        src=_t(prev[sel]),
+        targets=_t(pb.input_ids[a:b][sel]),
+        terms=terms,
+        sampler_logprobs=_t(pb.old_logprobs[a:b][sel]),
+        tokens=b - a,
+    )
+
+
+def micro_batches(trees: Sequence, *, update: str, mode: str, agg: str, max_tokens: int, pad_id: int,
+                  scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
+    """``update`` = "flat" or "packed" micro-batches of one mini-batch of trees."""
+    if update == "packed":
+        return packed_micro_batches(trees, mode=mode, agg=agg, max_tokens=max_tokens, scale_std=scale_std, eps=eps)
+    if update == "flat":
+        return flat_micro_batches(trees, mode=mode, agg=agg, max_tokens=max_tokens, pad_id=pad_id,
+                                  scale_std=scale_std, eps=eps)
+    raise ValueError(f"unknown update mode {update!r}: expected 'flat' or 'packed'")

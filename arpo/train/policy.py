@@ -1,0 +1,77 @@
+"""The trainable policy as a module whose forward gives the log-prob and entropy of a micro-batch's trainable
+tokens: decoder → final hidden states at the ``src`` positions → ``arpo_kernels.linear_logprob_entropy``
+with the LM head. Full [tokens, V] logits are never materialised.
+
+Being one ``nn.Module`` whose forward touches every parameter (the LM-head weight included) is what DeepSpeed
+needs: under ZeRO-3 the head weight, read directly rather than through the head's forward, is registered as
+an external parameter of this module so that it is gathered for the forward.
+
+Packed micro-batches attend to ancestors only (``span_end``): a dense boolean mask ``[1, 1, T, T]`` for SDPA /
+eager attention; a flex-attention ``BlockMask`` when the model was loaded with
+``attn_implementation="flex_attention"`` (CUDA).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from arpo_kernels import linear_logprob_entropy
+from arpo_kernels.hf import lm_head_inputs, lm_head_weight
+
+from .microbatch import MicroBatch
+
+
+def tree_mask(span_end: torch.Tensor) -> torch.Tensor:
+    """[1, 1, T, T] bool, True where query q may attend key k: k <= q < span_end[k] (k is q or an ancestor)."""
+    t = span_end.shape[0]
+    pos = torch.arange(t, device=span_end.device)
+    return ((pos[None, :] <= pos[:, None]) & (pos[:, None] < span_end[None, :]))[None, None]
+
+
+def flex_tree_mask(span_end: torch.Tensor):
+    """The ancestor mask as a flex-attention BlockMask (only the blocks that hold visible keys are computed)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def ancestor(b, h, q, k):
+        return (k <= q) & (q < span_end[k])
+
+    t = span_end.shape[0]
+    return create_block_mask(ancestor, B=None, H=None, Q_LEN=t, KV_LEN=t, device=span_end.device)
+
+
+class PolicyLogprobs(nn.Module):
+    """``model`` (a transformers causal LM) → (log-probs [n], entropy [n]) of a micro-batch's targets at
+    ``temperature`` (the rollout's: the sampler drew tokens from softmax(logits / T))."""
+
+    def __init__(self, model: nn.Module, *, temperature: float = 1.0, backend: str = "auto"):
+        super().__init__()
+        lm_head_weight(model)  # refuses models whose logits are not hidden @ head.T, before any work
+        self.model = model
+        self.temperature = temperature
+        self.backend = backend
+
+    def forward(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = mb.attention_mask if not mb.packed else self._packed_mask(mb.span_end)
+        hidden, weight = lm_head_inputs(self.model, input_ids=mb.input_ids, attention_mask=mask,
+                                        position_ids=mb.position_ids, use_cache=False)
+        h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.src)  # [n, H]
+        if weight.dtype != h.dtype:  # bf16 autocast: fp32 master weight, bf16 activations
+            weight = weight.to(h.dtype)
+        return linear_logprob_entropy(h, weight, mb.targets, temperature=self.temperature, backend=self.backend)
+
+    def _packed_mask(self, span_end: torch.Tensor):
+        if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
+            return flex_tree_mask(span_end)
+        return tree_mask(span_end)
+
+
+def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                   attn_implementation: str | None = None) -> nn.Module:
+    """A transformers causal LM from a local directory, with a clear error when the path is not one."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"model.path {path!r}: cannot load a transformers causal LM from it: {err}") from err
+    return model.to(device)

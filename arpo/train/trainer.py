@@ -1,0 +1,359 @@
+"""``arpo train``: the ARPO / GRPO training loop.
+
+One step: the step's prompts → rollouts (ARPO or GRPO sampler, tools) → leaf rewards → advantages (soft or
+hard, inside the batch builders) → flat or tree-packed micro-batches → old/reference log-probs → PPO epochs
+over mini-batches → new weights to the rollout engine → metrics; evaluation and checkpoints every K steps.
+
+Everything random in a step is seeded from (train.seed, step, rank): the prompts (``data.step_prompts``), the
+sampler (each engine request carries a seed drawn from it) and the mini-batch order. So a run resumed from a
+checkpoint repeats exactly the steps an uninterrupted run would have taken.
+
+SIGINT / SIGTERM: the current step finishes, a checkpoint is written and ``train`` returns 0; a second signal
+interrupts at once (KeyboardInterrupt), leaving only complete checkpoints behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import ARPOConfig, ConfigError, config_to_dict, dump_yaml
+from ..envs import rewards as rewards_mod
+from ..evaluate import evaluate
+from ..rollout.sampler import Rollout, Sampler
+from ..tools.toolbox import make_toolbox
+from . import checkpoint as ckpt
+from .data import load_prompts, step_prompts
+from .dist import Dist, launched_ranks, pick_device
+from .microbatch import micro_batches
+from .optim import TorchBackend
+from .policy import PolicyLogprobs, load_causal_lm
+from .tracking import MetricsLogger, summary_line
+from .update import attach_old_logprobs, ppo_update
+
+
+def step_seed(seed: int, step: int, rank: int, purpose: int = 0) -> int:
+    """A 63-bit seed for (run seed, step, rank, purpose)."""
+    return int(np.random.SeedSequence([seed, step, rank, purpose]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class Trainer:
+    """Set up a run from ``cfg`` (resuming from ``resume``: a checkpoint directory, or "latest" for the newest
+    one in train.output_dir), then ``train()``."""
+
+    def __init__(self, cfg: ARPOConfig, *, resume: str | None = None, progress: bool | None = None):
+        self.cfg = cfg
+        self.progress = progress
+        self.dist = self._init_dist()
+        self.run_dir = Path(cfg.train.output_dir)
+        checkpoint = self._resume_path(resume)
+        torch.manual_seed(cfg.train.seed)
+        self.tokenizer = _load_tokenizer(cfg)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        model = load_causal_lm(str(checkpoint / "policy") if checkpoint else cfg.model.path, device=self.dist.device)
+        self.engine = self._make_engine(model)  # before gradient checkpointing: the engine's copy never needs it
+        if cfg.train.grad_checkpointing:
+            model.gradient_checkpointing_enable()
+        self.opt = self._make_backend(PolicyLogprobs(model, temperature=cfg.rollout.temperature,
+                                                     backend=cfg.train.kernel_backend))
+        self.ref = self._make_reference()
+        self.toolbox = make_toolbox(cfg.tools, cfg.rollout.max_tool_calls)
+        self.train_prompts = load_prompts(cfg, self.tokenizer, "train", progress=self._show)
+        self.test_prompts = (load_prompts(cfg, self.tokenizer, "test", limit=cfg.train.eval_limit, progress=self._show)
+                             if cfg.train.eval_every > 0 else [])
+        self.start_step = self._restore(checkpoint) if checkpoint else 0
+        self.logger = None
+        if self.dist.is_main:
+            self._write_run_config()
+            self.logger = MetricsLogger(self.run_dir, cfg.train.loggers, config_to_dict(cfg),
+                                        resume_step=self.start_step if checkpoint else None)
+        self._stop: int | None = None
+        if self._uses_math_reward():
+            rewards_mod.warm_up()  # start the math-verify workers now, not inside the first step's timing
+
+    # ------------------------------------------------------------------------------------------ set-up
+    @property
+    def _show(self) -> bool | None:
+        """tqdm's ``disable``-inverse: bars on rank 0 only (and only on a terminal unless progress=True)."""
+        return self.dist.is_main and self.progress is not False
+
+    def _uses_math_reward(self) -> bool:
+        if self.cfg.data.reward != "auto":
+            return self.cfg.data.reward == "math"
+        sources = {p.example.data_source for p in self.train_prompts + self.test_prompts}
+        return any(rewards_mod.auto_reward_name(s) == "math" for s in sources)
+
+    def _init_dist(self) -> Dist:
+        rank, world, local = launched_ranks()
+        if self.cfg.train.deepspeed:
+            from .deepspeed_backend import init_deepspeed_dist
+
+            return init_deepspeed_dist(self.cfg, rank, world, local)
+        if world > 1:
+            raise ConfigError(f"train.deepspeed: launched with WORLD_SIZE={world}, but data parallelism needs "
+                              "train.deepspeed = true (or --deepspeed)")
+        return Dist(device=pick_device(local))
+
+    def _resume_path(self, resume: str | None) -> Path | None:
+        if resume is None:
+            if self.dist.is_main and (ckpt.latest_checkpoint(self.run_dir) or (self.run_dir / "metrics.jsonl").exists()):
+                raise ConfigError(f"train.output_dir: {self.run_dir} already holds a run (checkpoints or "
+                                  "metrics.jsonl); pass --resume to continue it or choose another output_dir")
+            return None
+        if resume == "latest":
+            found = ckpt.latest_checkpoint(self.run_dir)
+            if found is None:
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / ckpt.CHECKPOINTS}")
+            return found
+        ckpt.load_state(resume)  # checks that it is one
+        return Path(resume)
+
+    def _make_backend(self, policy: PolicyLogprobs):
+        if self.cfg.train.bf16 and self.dist.device.type != "cuda":
+            raise ConfigError("train.bf16: bf16 mixed precision needs a CUDA device; this run is on the CPU")
+        if self.cfg.train.deepspeed:
+            from .deepspeed_backend import DeepSpeedBackend
+
+            return DeepSpeedBackend(policy, self.cfg, self.dist)
+        return TorchBackend(policy, self.cfg.train, self.dist.device)
+
+    def _make_reference(self) -> PolicyLogprobs | None:
+        if self.cfg.algo.kl_coef == 0.0:
+            return None
+        ref = load_causal_lm(self.cfg.model.ref_path or self.cfg.model.path, device=self.dist.device)
+        ref.requires_grad_(False)
+        return PolicyLogprobs(ref.eval(), temperature=self.cfg.rollout.temperature,
+                              backend=self.cfg.train.kernel_backend)
+
+    def _make_engine(self, model):
+        r, m = self.cfg.rollout, self.cfg.model
+        if r.engine == "sglang":
+            from ..engines.sglang import SGLangEngine
+
+            engine = SGLangEngine(m.path, top_logprobs=r.sglang_top_logprobs, weight_sync=r.weight_sync)
+            engine.update_weights(model)
+            return engine
+        from ..engines.hf import HFEngine
+
+        dtype = getattr(torch, m.dtype)
+        copy_ = copy.deepcopy(model).to(dtype=dtype).eval().requires_grad_(False)
+        return HFEngine(copy_, self.tokenizer, token_budget=r.token_budget, share_prefix=r.share_prefix,
+                        seed=self.cfg.train.seed)
+
+    def _restore(self, checkpoint: Path) -> int:
+        state = ckpt.load_state(checkpoint)
+        self.opt.load_checkpoint(checkpoint, state)
+        ckpt.set_rng_state(state["rng"][self.dist.rank] if self.dist.rank < len(state["rng"]) else state["rng"][0])
+        return int(state["step"])
+
+    def _write_run_config(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / "config.yaml.tmp"
+        tmp.write_text(dump_yaml(self.cfg), encoding="utf-8")
+        os.replace(tmp, self.run_dir / "config.yaml")
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def train(self) -> int:
+        """Run from the start (or resumed) step to train.total_steps; returns the process exit code (0)."""
+        t = self.cfg.train
+        bar = tqdm(total=t.total_steps, initial=self.start_step, desc="train", unit="step", disable=not self._show)
+        with self._signals():
+            if self.start_step == 0 and t.eval_every > 0:
+                self._log({"step": 0, **self._evaluate(0)})
+            step = self.start_step
+            while step < t.total_steps:
+                metrics = self.step(step)
+                step += 1
+                if t.eval_every > 0 and (step % t.eval_every == 0 or step == t.total_steps):
+                    metrics.update(self._evaluate(step))
+                self._log(metrics)
+                bar.update(1)
+                stop = self.dist.any(self._stop is not None)
+                if stop or step == t.total_steps or (t.save_every > 0 and step % t.save_every == 0):
+                    self.save(step)
+                if stop:
+                    self._say(f"stopped by signal after step {step}; resume with --resume")
+                    break
+        bar.close()
+        if self.logger is not None:
+            self.logger.close()
+        return 0
+
+    def step(self, step: int) -> dict:
+        """One training step (0-based ``step``); returns its metrics (``step`` = step + 1)."""
+        cfg, times = self.cfg, {}
+        clock = time.perf_counter()
+        prompts = step_prompts(self.train_prompts, step, cfg.train.batch_size, cfg.train.seed, self.dist.rank,
+                               self.dist.world)
+        rollouts, roll_metrics = self._rollout(prompts, step)
+        times["rollout"], clock = time.perf_counter() - clock, time.perf_counter()
+        reward_metrics = self._score(prompts, rollouts)
+        times["reward"], clock = time.perf_counter() - clock, time.perf_counter()
+        upd = self._update([r.tree for r in rollouts], step)
+        times["update"], clock = time.perf_counter() - clock, time.perf_counter()
+        self.engine.update_weights(self.opt.model)
+        times["sync"] = time.perf_counter() - clock
+        out = {**roll_metrics, **reward_metrics, **upd}
+        out.update({f"time_{k}": v for k, v in times.items()}, time_step=sum(times.values()))
+        out["train_tokens_per_s"] = out["update_tokens"] / max(times["update"], 1e-9)
+        out = self.dist.mean(out)
+        out["lr"] = self.opt.lr
+        self.opt.schedule_step()
+        return {"step": step + 1, **out}
+
+    def _rollout(self, prompts, step: int) -> tuple[list[Rollout], dict]:
+        sampler = Sampler(self.engine, self.toolbox, self.tokenizer, self.cfg.rollout,
+                          seed=step_seed(self.cfg.train.seed, step, self.dist.rank))
+        total = len(prompts) * self.cfg.rollout.M
+        with tqdm(total=total, desc="rollout", unit="traj", leave=False, disable=not self._show) as bar:
+            rollouts = sampler.rollout([list(p.ids) for p in prompts], progress=bar.update)
+        m = dict(sampler.last_metrics)
+        finishes = [leaf.finish for r in rollouts for leaf in r.leaves]
+        for kind in ("answer", "eos", "length", "tool_limit", "stop"):
+            m[f"finish_{kind}"] = finishes.count(kind) / max(len(finishes), 1)
+        m["rollout_seconds"] = m.pop("seconds")
+        return rollouts, m
+
+    def _score(self, prompts, rollouts: list[Rollout]) -> dict:
+        rewards = []
+        for p, r in zip(prompts, rollouts):
+            fn = rewards_mod.get_reward_fn(self.cfg.data.reward, p.example.data_source)
+            for leaf in r.leaves:
+                value = float(fn(leaf.text, p.example.ground_truth))
+                r.tree.set_reward(leaf.node, value)
+                rewards.append(value)
+        response = [sum(len(r.tree.tokens(v)) for v in r.tree.path(leaf.node)[1:]) for r in rollouts
+                    for leaf in r.leaves]
+        arr = np.asarray(rewards)
+        return {"reward_mean": float(arr.mean()), "reward_std": float(arr.std()),
+                "accuracy": float((arr >= 1.0).mean()), "response_tokens_mean": float(np.mean(response))}
+
+    def _update(self, trees: list, step: int) -> dict:
+        cfg = self.cfg
+        per_mini = cfg.train.mini_batch_size // self.dist.world
+        groups = [trees[i:i + per_mini] for i in range(0, len(trees), per_mini)]
+        batches = [micro_batches(g, update=cfg.train.update, mode=cfg.algo.advantage, agg=cfg.algo.agg,
+                                 max_tokens=cfg.train.micro_batch_tokens, pad_id=self.pad_id,
+                                 scale_std=cfg.algo.scale_std, eps=cfg.algo.eps) for g in groups]
+        batches = self.opt.align_micro_batches(batches)
+        ref_forward = None
+        if self.ref is not None:
+            def ref_forward(mb):
+                return self.ref(mb.to(self.dist.device))
+        forwarded = attach_old_logprobs(lambda mb: self.opt.forward(mb, train=False), batches, cfg.algo, ref_forward)
+        total = sum(len(b) for b in batches) * cfg.train.ppo_epochs
+        with tqdm(total=total, desc="update", unit="micro", leave=False, disable=not self._show) as bar:
+            metrics, fwd = ppo_update(self.opt, batches, cfg.algo, cfg.train.ppo_epochs,
+                                      np.random.default_rng(step_seed(cfg.train.seed, step, self.dist.rank, 1)),
+                                      on_micro=lambda: bar.update(1))
+        unique = sum(t.num_tokens(unique=True) for t in trees)
+        flat = sum(t.num_tokens(unique=False) for t in trees)
+        metrics.update(update_tokens=float(forwarded + fwd), unique_tokens=float(unique), flat_tokens=float(flat),
+                       sharing_ratio=flat / max(unique, 1), micro_batches=float(sum(len(b) for b in batches)))
+        metrics["clip_frac"] = metrics.get("clip_frac_high", 0.0) + metrics.get("clip_frac_low", 0.0)
+        return metrics
+
+    def _evaluate(self, step: int) -> dict:
+        """Greedy evaluation on data.test (rank 0; the others wait); per-sample transcripts in eval/."""
+        out: dict = {}
+        if self.dist.is_main:
+            with tqdm(total=len(self.test_prompts), desc=f"eval @ {step}", unit="q", leave=False,
+                      disable=not self._show) as bar:
+                summary, records = evaluate(self.engine, self.toolbox, self.tokenizer, self.test_prompts,
+                                            self.cfg.rollout, self.cfg.data.reward, seed=self.cfg.train.seed,
+                                            progress=bar.update)
+            _write_jsonl(self.run_dir / "eval" / f"step_{step:06d}.jsonl", records)
+            out = {f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
+            for source, s in summary["by_source"].items():
+                out[f"eval_{source}_accuracy"] = s["accuracy"]
+        self.dist.barrier()
+        return out
+
+    # ------------------------------------------------------------------------------------------ output
+    def save(self, step: int) -> Path:
+        """Write the checkpoint of ``step`` (atomically; all ranks take part under DeepSpeed)."""
+        state = {"step": step, "rng": self._gather_rng(), "config": config_to_dict(self.cfg)}
+        final = ckpt.checkpoint_dir(self.run_dir, step)
+        if self.dist.is_main and final.exists():
+            return final
+        tmp = ckpt.prepare_tmp(self.run_dir, step) if self.dist.is_main else ckpt.tmp_dir(self.run_dir, step)
+        self.dist.barrier()
+        self.opt.save_checkpoint(tmp, state, self.tokenizer)  # every rank: DeepSpeed writes its partitions
+        self.dist.barrier()
+        if self.dist.is_main:
+            (tmp / "config.yaml").write_text(dump_yaml(self.cfg), encoding="utf-8")
+            ckpt.commit_tmp(tmp, final, self.cfg.train.keep_checkpoints)
+            self._say(f"checkpoint: {final}")
+        self.dist.barrier()
+        return final
+
+    def _gather_rng(self) -> list:
+        state = ckpt.rng_state()
+        if not self.dist.active:
+            return [state]
+        out = [None] * self.dist.world
+        torch.distributed.all_gather_object(out, state)
+        return out
+
+    def _log(self, metrics: dict) -> None:
+        if self.logger is None:
+            return
+        self.logger.log(metrics)
+        if metrics["step"] > 0 and "reward_mean" in metrics:
+            self._say(summary_line(metrics, self.cfg.train.total_steps))
+        elif "eval_accuracy" in metrics:
+            self._say(f"eval @ step {metrics['step']}: accuracy {metrics['eval_accuracy']:.3f}, "
+                      f"tool calls {metrics['eval_tool_calls']:.2f}")
+
+    def _say(self, text: str) -> None:
+        if self.dist.is_main:
+            tqdm.write(text, file=sys.stderr)
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """First SIGINT/SIGTERM: finish the step, checkpoint, stop. Second: interrupt now."""
+        def handler(signum, frame):
+            if self._stop is not None:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self._stop = signum
+            self._say(f"received {signal.Signals(signum).name}: finishing this step, then saving a checkpoint "
+                      "(send it again to stop at once)")
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+
+def _load_tokenizer(cfg: ARPOConfig):
+    from transformers import AutoTokenizer
+
+    path = cfg.model.tokenizer or cfg.model.path
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"model.tokenizer {path!r}: cannot load a tokenizer from it: {err}") from err
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_training(cfg: ARPOConfig, *, resume: str | None = None) -> int:
+    """The body of ``arpo train``."""
+    return Trainer(cfg, resume=resume).train()

@@ -1,0 +1,173 @@
+"""The training loop end to end on the demo agent (CPU): metrics, checkpoints, exact resume, signals, plots,
+bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from arpo.config import ConfigError, load_config
+from arpo.train import checkpoint as ckpt
+from arpo.train.trainer import Trainer
+from arpo.train.tracking import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [  # 2 arith prompts x 4 trajectories per step, python only: a step takes a few seconds
+    "data.train=[arith]", "data.test=[arith]", "data.max_prompt_tokens=200", "tools.enabled=[python]",
+    "rollout.M=4", "rollout.N=2", "rollout.max_response_tokens=96", "rollout.token_budget=4096",
+    "train.batch_size=2", "train.mini_batch_size=1", "train.micro_batch_tokens=1024", "train.lr=1e-3",
+    "train.warmup_steps=1", "train.schedule=constant", "train.eval_every=0", "train.save_every=2",
+    "train.update=packed", "train.keep_checkpoints=0",
+]
+
+
+def tiny(out: Path, *extra: str):
+    return load_config(ROOT / "configs" / "demo.yaml", [*TINY, f"train.output_dir={out}", *extra])
+
+
+def weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    return load_file(checkpoint / "policy" / "model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """4 steps in one go, with evaluation (2 test prompts) and TensorBoard."""
+    out = tmp_path_factory.mktemp("straight")
+    cfg = tiny(out, "train.total_steps=4", "train.eval_every=2", "train.eval_limit=2",
+               "train.loggers=[tensorboard]")
+    assert Trainer(cfg, progress=False).train() == 0
+    return out
+
+
+def test_metrics_and_checkpoints(straight):
+    records = read_metrics(straight)
+    assert [r["step"] for r in records] == [0, 1, 2, 3, 4]  # step 0: the evaluation before training
+    assert set(records[0]) >= {"eval_accuracy", "eval_tool_calls", "eval_arith_accuracy"}
+    for r in records[1:]:
+        for key in ("reward_mean", "accuracy", "tool_calls_per_traj", "branches", "entropy_mean", "clip_frac_high",
+                    "approx_kl", "grad_norm", "gen_tokens_per_s", "train_tokens_per_s", "prefix_reuse",
+                    "time_rollout", "time_update", "lr", "unique_tokens", "flat_tokens"):
+            assert key in r, key
+        assert r["unique_tokens"] <= r["flat_tokens"]
+        assert 0.0 <= r["accuracy"] <= 1.0
+    assert "eval_accuracy" in records[2] and "eval_accuracy" in records[4] and "eval_accuracy" not in records[1]
+    assert [p.name for p in sorted((straight / "checkpoints").iterdir())] == ["step_000002", "step_000004"]
+    assert (straight / "eval" / "step_000004.jsonl").exists()
+    assert list((straight / "tensorboard").glob("events.out.tfevents.*"))
+    # the checkpoint's policy is a plain transformers model directory
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(straight / "checkpoints" / "step_000004" / "policy")
+    AutoTokenizer.from_pretrained(straight / "checkpoints" / "step_000004" / "policy")
+
+
+def test_training_changes_the_weights(straight):
+    first, last = weights(straight / "checkpoints" / "step_000002"), weights(straight / "checkpoints" / "step_000004")
+    start = load_file(ROOT / "assets" / "demo-agent" / "model.safetensors")
+    moved = [k for k in start if not torch.equal(start[k], last[k])]
+    assert moved, "four steps at lr 1e-3 left every weight unchanged"
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+
+
+def test_resume_is_exact(straight, tmp_path):
+    """2 steps, then --resume for 2 more == 4 steps straight (same seed)."""
+    out = tmp_path / "resumed"
+    assert Trainer(tiny(out, "train.total_steps=2"), progress=False).train() == 0
+    assert Trainer(tiny(out, "train.total_steps=4"), resume="latest", progress=False).train() == 0
+    a = weights(straight / "checkpoints" / "step_000004")
+    b = weights(out / "checkpoints" / "step_000004")
+    for k in a:  # CPU math is deterministic for identical inputs; float sums over batches make 1e-7 noise at most
+        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    ra = {r["step"]: r for r in read_metrics(straight) if r["step"] > 0}
+    rb = {r["step"]: r for r in read_metrics(out)}
+    assert sorted(rb) == [1, 2, 3, 4]
+    for s in rb:
+        assert rb[s]["reward_mean"] == ra[s]["reward_mean"] and rb[s]["generated_tokens"] == ra[s]["generated_tokens"]
+
+
+def test_existing_run_needs_resume(straight):
+    with pytest.raises(ConfigError, match="already holds a run"):
+        Trainer(tiny(straight, "train.total_steps=4"), progress=False)
+
+
+def test_resume_without_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        Trainer(tiny(tmp_path / "empty", "train.total_steps=1"), resume="latest", progress=False)
+    with pytest.raises(FileNotFoundError, match="not a checkpoint directory"):
+        Trainer(tiny(tmp_path / "x", "train.total_steps=1"), resume=str(tmp_path), progress=False)
+
+
+def test_crash_during_save_leaves_no_checkpoint(tmp_path, monkeypatch):
+    """A save that dies half-way leaves only a .tmp directory, which --resume never picks and the next save
+    clears."""
+    trainer = Trainer(tiny(tmp_path / "run", "train.total_steps=1"), progress=False)
+    real = trainer.opt.save_checkpoint
+
+    def dies(directory, state, tokenizer):
+        real(directory, state, tokenizer)
+        (directory / "policy" / "model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer.opt, "save_checkpoint", dies)
+    with pytest.raises(OSError, match="disk full"):
+        trainer.save(1)
+    assert ckpt.latest_checkpoint(tmp_path / "run") is None
+    assert list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+    monkeypatch.setattr(trainer.opt, "save_checkpoint", real)
+    final = trainer.save(1)
+    assert ckpt.latest_checkpoint(tmp_path / "run") == final
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+
+
+def test_plot_writes_pngs(straight, tmp_path):
+    from arpo.plot import plot_run
+
+    paths = plot_run(straight, tmp_path)
+    assert {p.name for p in paths} == {"reward.png", "tools.png", "entropy.png", "loss.png", "throughput.png",
+                                       "time.png"}
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def _arpo(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "arpo.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def test_cli_errors(tmp_path):
+    r = _arpo("train", "--config", "configs/demo.yaml", "--set", "train.updat=packed")
+    assert r.returncode == 2 and "did you mean 'update'" in r.stderr
+    r = _arpo("plot", str(tmp_path))
+    assert r.returncode == 2 and "metrics.jsonl" in r.stderr
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n')
+    r = _arpo("plot", str(tmp_path))
+    assert r.returncode == 2 and "metrics.jsonl:2" in r.stderr
+
+
+def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--config", "configs/demo.yaml"] + [a for s in TINY for a in ("--set", s)]
+    args += ["--set", f"train.output_dir={out}", "--set", "train.total_steps=200", "--set", "train.save_every=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "arpo.cli", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err[-2000:]
+    assert "stopped by signal" in err
+    last = max(r["step"] for r in read_metrics(out))
+    assert 1 <= last < 200
+    assert ckpt.latest_checkpoint(out) == ckpt.checkpoint_dir(out, last)
+    assert ckpt.load_state(ckpt.checkpoint_dir(out, last))["step"] == last

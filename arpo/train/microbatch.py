@@ -4,9 +4,9 @@ its trainable tokens, in the flat layout (one row per leaf) or the tree-packed o
 The aggregation weights of ``algo.agg`` are those of the whole mini-batch, so the micro-batch losses add up to
 the mini-batch loss exactly (gradient accumulation changes nothing):
 
-- packed: ``pack_trees`` over the mini-batch gives each token its global weight; a micro-batch is a run of
-  whole trees sliced out of it (indices rebased). A single tree larger than ``micro_batch_tokens`` is a
-  micro-batch of its own.
+- packed: ``pack_trees`` over the mini-batch gives each token its global weight; a micro-batch is a set of
+  whole trees, one row each (indices rebased to the row). A single tree larger than ``micro_batch_tokens`` is
+  a micro-batch of its own.
 - flat: ``policy_loss`` normalises within the rows it sees, so each micro-batch carries ``scale`` = its share
   of the mini-batch normaliser (its loss tokens / all loss tokens for ``token-mean``; its non-empty rows / all
   non-empty rows for the ``seq-mean-*`` modes) and the trainer multiplies its loss by it. Rows are sorted by
@@ -31,10 +31,10 @@ from ..tree import FlatBatch, PackedBatch, flatten_trees, pack_trees
 class MicroBatch:
     """One forward/backward. ``n`` = trainable tokens; every loss tensor is [n] (float32 unless noted)."""
 
-    input_ids: torch.Tensor  # [B, L] int64 (packed: B = 1)
+    input_ids: torch.Tensor  # [B, L] int64 (flat: a row per leaf; packed: a row per tree)
     position_ids: torch.Tensor  # [B, L] int64
     attention_mask: torch.Tensor | None  # flat: [B, L] int64; packed: None (built from span_end on the device)
-    span_end: torch.Tensor | None  # packed: [L] int64, key k visible from q iff k <= q < span_end[k]
+    span_end: torch.Tensor | None  # packed: [B, L] int64, in row b key k is visible from q iff k <= q < span_end[b, k]
     src: torch.Tensor  # [n] int64, index into the flattened hidden states [B*L, H]
     targets: torch.Tensor  # [n] int64
     terms: dict[str, torch.Tensor]  # flat: advantages, seq_index (int64); packed: adv_pos, adv_neg, weight, ...
@@ -78,15 +78,7 @@ def flat_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int,
     lengths = fb.attention_mask.sum(1)
     loss_tokens = fb.loss_mask.sum(1)
     norm = float(loss_tokens.sum()) if agg == "token-mean" else float((loss_tokens > 0).sum())
-    order = np.argsort(-lengths, kind="stable")
-    groups, cur = [], []
-    for r in order:
-        if cur and (len(cur) + 1) * int(lengths[cur[0]]) > max_tokens:
-            groups.append(cur)
-            cur = []
-        cur.append(int(r))
-    if cur:
-        groups.append(cur)
+    groups = _length_groups(lengths, max_tokens)
     return [_flat_micro(fb, np.array(g), int(lengths[g[0]]), agg, norm) for g in groups]
 
 
@@ -115,33 +107,52 @@ PACKED_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")
 
 def packed_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int, scale_std: bool = True,
                          eps: float = 1e-6) -> list[MicroBatch]:
-    """The mini-batch ``trees`` tree-packed, cut into runs of whole trees of at most ``max_tokens`` tokens."""
+    """The mini-batch ``trees`` tree-packed: one row per tree (so attention costs Σ T_tree², not (Σ T)²),
+    trees sorted by size and grouped into micro-batches of at most ``max_tokens`` padded token slots."""
     pb = pack_trees(trees, mode, agg, scale_std=scale_std, eps=eps)
     off = pb.tree_offsets
-    groups, start = [], 0  # tree i occupies [off[i], off[i + 1]); a run starts at tree `start`
-    for i in range(len(off) - 1):
-        if off[i + 1] - off[start] > max_tokens and i > start:
-            groups.append((off[start], off[i]))
-            start = i
-    if len(off) > 1:
-        groups.append((off[start], off[-1]))
-    return [_packed_micro(pb, int(a), int(b)) for a, b in groups]
+    sizes = np.diff(off)
+    groups = _length_groups(sizes, max_tokens)
+    return [_packed_micro(pb, [(int(off[t]), int(off[t + 1])) for t in g]) for g in groups]
 
 
-def _packed_micro(pb: PackedBatch, a: int, b: int) -> MicroBatch:
-    prev = pb.prev_index[a:b] - a  # -1 (first prompt token) stays negative
-    sel = np.flatnonzero(pb.loss_mask[a:b] & (prev >= 0))
-    terms = {name: _t(getattr(pb, name)[a:b][sel]) for name in PACKED_TERMS}
+def _length_groups(lengths: np.ndarray, max_tokens: int) -> list[list[int]]:
+    """Indices sorted by length (longest first), cut into groups whose padded size (rows x longest) fits
+    ``max_tokens``; an item longer than that is a group of its own."""
+    groups: list[list[int]] = []
+    for i in np.argsort(-lengths, kind="stable"):
+        if groups and (len(groups[-1]) + 1) * int(lengths[groups[-1][0]]) <= max_tokens:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+    return groups
+
+
+def _packed_micro(pb: PackedBatch, spans: list[tuple[int, int]]) -> MicroBatch:
+    """Rows = trees [a, b) of ``pb``, right-padded to the longest; a pad slot attends to itself only."""
+    width = max(b - a for a, b in spans)
+    ids = np.zeros((len(spans), width), np.int64)
+    pos = np.zeros((len(spans), width), np.int64)
+    span = np.tile(np.arange(1, width + 1, dtype=np.int64), (len(spans), 1))
+    src, sel_all = [], []
+    for r, (a, b) in enumerate(spans):
+        n = b - a
+        ids[r, :n], pos[r, :n], span[r, :n] = pb.input_ids[a:b], pb.position_ids[a:b], pb.span_end[a:b] - a
+        prev = pb.prev_index[a:b] - a  # -1 (first prompt token) stays negative
+        sel = np.flatnonzero(pb.loss_mask[a:b] & (prev >= 0))
+        src.append(r * width + prev[sel])
+        sel_all.append(a + sel)
+    sel = np.concatenate(sel_all)
     return MicroBatch(
-        input_ids=_t(pb.input_ids[a:b][None]),
-        position_ids=_t(pb.position_ids[a:b][None]),
+        input_ids=_t(ids),
+        position_ids=_t(pos),
         attention_mask=None,
-        span_end=_t(pb.span_end[a:b] - a),
-        src=_t(prev[sel]),
-        targets=_t(pb.input_ids[a:b][sel]),
-        terms=terms,
-        sampler_logprobs=_t(pb.old_logprobs[a:b][sel]),
-        tokens=b - a,
+        span_end=_t(span),
+        src=_t(np.concatenate(src)),
+        targets=_t(pb.input_ids[sel]),
+        terms={name: _t(getattr(pb, name)[sel]) for name in PACKED_TERMS},
+        sampler_logprobs=_t(pb.old_logprobs[sel]),
+        tokens=int(ids.size),
     )
 
 

@@ -6,9 +6,11 @@ Being one ``nn.Module`` whose forward touches every parameter (the LM-head weigh
 needs: under ZeRO-3 the head weight, read directly rather than through the head's forward, is registered as
 an external parameter of this module so that it is gathered for the forward.
 
-Packed micro-batches attend to ancestors only (``span_end``): a dense boolean mask ``[1, 1, T, T]`` for SDPA /
-eager attention; a flex-attention ``BlockMask`` when the model was loaded with
-``attn_implementation="flex_attention"`` (CUDA).
+Packed micro-batches (one row per tree) attend to ancestors only (``span_end``): a dense 4D mask
+``[B, 1, T, T]`` for SDPA (bool) or eager attention (additive); a flex-attention ``BlockMask`` when the model
+was loaded with ``attn_implementation="flex_attention"`` (CUDA: torch 2.13 has no flex backward on CPU).
+A packed forward must never go without its 4D mask: with tree position ids and no mask, transformers would
+read the depth resets as sequence boundaries.
 """
 from __future__ import annotations
 
@@ -22,21 +24,39 @@ from .microbatch import MicroBatch
 
 
 def tree_mask(span_end: torch.Tensor) -> torch.Tensor:
-    """[1, 1, T, T] bool, True where query q may attend key k: k <= q < span_end[k] (k is q or an ancestor)."""
-    t = span_end.shape[0]
+    """span_end [B, T] -> [B, 1, T, T] bool, True where query q may attend key k in its row:
+    k <= q < span_end[b, k] (k is q or an ancestor of q)."""
+    t = span_end.shape[-1]
     pos = torch.arange(t, device=span_end.device)
-    return ((pos[None, :] <= pos[:, None]) & (pos[:, None] < span_end[None, :]))[None, None]
+    causal = pos[None, :] <= pos[:, None]  # [q, k]
+    return (causal[None] & (pos[None, :, None] < span_end[:, None, :]))[:, None]
+
+
+def packed_attention_mask(span_end: torch.Tensor, impl: str | None, dtype: torch.dtype):
+    """The ancestor mask in the form attention implementation ``impl`` needs (transformers passes a 4D mask or
+    a BlockMask through unchanged): sdpa a bool mask; eager an additive one (it adds the mask to the scores, so
+    a bool mask would be silently wrong); flex_attention a BlockMask (only blocks holding visible keys run)."""
+    if impl == "flex_attention":
+        return flex_tree_mask(span_end)
+    allowed = tree_mask(span_end)
+    if impl == "sdpa":
+        return allowed
+    if impl == "eager":
+        return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+            ~allowed, torch.finfo(dtype).min)
+    raise NotImplementedError(f"attn_implementation={impl!r} cannot take a tree (ancestor) mask; load the model "
+                              "with sdpa, eager or flex_attention, or use train.update = flat")
 
 
 def flex_tree_mask(span_end: torch.Tensor):
-    """The ancestor mask as a flex-attention BlockMask (only the blocks that hold visible keys are computed)."""
+    """The ancestor mask as a flex-attention BlockMask ([B, T] span_end)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     def ancestor(b, h, q, k):
-        return (k <= q) & (q < span_end[k])
+        return (k <= q) & (q < span_end[b, k])
 
-    t = span_end.shape[0]
-    return create_block_mask(ancestor, B=None, H=None, Q_LEN=t, KV_LEN=t, device=span_end.device)
+    b, t = span_end.shape
+    return create_block_mask(ancestor, B=b, H=None, Q_LEN=t, KV_LEN=t, device=span_end.device)
 
 
 class PolicyLogprobs(nn.Module):
@@ -60,9 +80,8 @@ class PolicyLogprobs(nn.Module):
         return linear_logprob_entropy(h, weight, mb.targets, temperature=self.temperature, backend=self.backend)
 
     def _packed_mask(self, span_end: torch.Tensor):
-        if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
-            return flex_tree_mask(span_end)
-        return tree_mask(span_end)
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        return packed_attention_mask(span_end, impl, next(self.model.parameters()).dtype)
 
 
 def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",

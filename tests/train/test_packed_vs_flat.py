@@ -11,7 +11,7 @@ import torch
 from arpo.tree import TrajectoryTree
 from arpo.tree.synthetic import build_tree, rollout_script
 from arpo.train.microbatch import micro_batches
-from arpo.train.policy import PolicyLogprobs, load_causal_lm, tree_mask
+from arpo.train.policy import PolicyLogprobs, load_causal_lm, packed_attention_mask, tree_mask
 from arpo.train.update import micro_batch_loss
 from arpo.config import AlgoConfig
 from arpo_kernels import policy_loss
@@ -141,5 +141,34 @@ def test_tree_mask_is_ancestor_mask():
     from arpo.tree import pack_trees
 
     pb = pack_trees([t])
-    got = tree_mask(torch.from_numpy(pb.span_end))[0, 0].numpy()
+    got = tree_mask(torch.from_numpy(pb.span_end)[None])[0, 0].numpy()
     np.testing.assert_array_equal(got, pb.dense_mask())
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_packed_rows_match_flat_hidden_states(impl):
+    """Every token's hidden state in a packed micro-batch (several trees, one padded row each) equals that of
+    the same token in the flat batch, for both mask forms."""
+    model = load_causal_lm(str(DEMO), attn_implementation=impl)
+    trees = _trees(model, seed=3, n=3)
+    (pmb,) = micro_batches(trees, update="packed", mode="soft", agg="token-mean", max_tokens=10_000, pad_id=0)
+    (fmb,) = micro_batches(trees, update="flat", mode="soft", agg="token-mean", max_tokens=100_000, pad_id=0)
+    policy = PolicyLogprobs(model, backend="torch")
+    with torch.no_grad():
+        lp_p, _ = policy(pmb)
+        lp_f, _ = policy(fmb)
+    # token-mean: a packed token's loss_weight = (its copies in the flat batch) / (flat loss tokens), so the
+    # copy-weighted sum of packed log-probs must equal the plain sum of the flat ones
+    n_flat = lp_f.numel()
+    assert n_flat > lp_p.numel()
+    copies = pmb.terms["loss_weight"].double() * n_flat
+    torch.testing.assert_close(copies, copies.round(), atol=1e-4, rtol=0)
+    torch.testing.assert_close((lp_p.double() * copies.round()).sum(), lp_f.double().sum(), rtol=1e-6, atol=1e-4)
+    # and every distinct value agrees: sorted unique packed values vs flat values matched to the nearest
+    nearest = (lp_p.double()[:, None] - lp_f.double()[None, :]).abs().min(1).values
+    assert nearest.max() < 1e-4
+
+
+def test_packed_mask_refuses_flash():
+    with pytest.raises(NotImplementedError, match="flash_attention_2"):
+        packed_attention_mask(torch.ones(1, 3, dtype=torch.long), "flash_attention_2", torch.float32)

@@ -1,0 +1,81 @@
+"""One policy-update step on ARPO trees from the demo agent: tree-packed vs flat, in one run.
+
+Trees: real ARPO rollouts (M=16, N=8, paper defaults, real tools) of 4 arith + 4 kbqa test prompts, scored
+with their rewards. One update step = micro-batches + the old-log-prob forward + one PPO epoch
+(forward/backward through linear_logprob_entropy and policy_loss) + the AdamW step, with the trainer's own
+code (arpo.train). Both modes see the same trees, the same fresh copy of the model and the same micro-batch
+budget; flat rows are length-sorted (least padding). Reported (extra_info): tokens forwarded per step,
+unique and flat token counts, the sharing ratio (flat / unique) and trained tokens/s.
+Goal (issue 7): tokens forwarded proportional to unique tokens, and packed >= 1.5x faster than flat when the
+sharing ratio is >= 2. Run: make bench (or pytest bench/bench_train_step.py --benchmark-only).
+"""
+import copy
+import platform
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from arpo.config import AlgoConfig, RolloutConfig, ToolsConfig, TrainConfig
+from arpo.engines.hf import HFEngine
+from arpo.envs.datasets import build_prompt
+from arpo.envs.rewards import get_reward_fn
+from arpo.envs.tasks import load_task
+from arpo.rollout.sampler import Sampler
+from arpo.tools.toolbox import make_toolbox
+from arpo.train.microbatch import micro_batches
+from arpo.train.optim import TorchBackend
+from arpo.train.policy import PolicyLogprobs, load_causal_lm
+from arpo.train.update import attach_old_logprobs, ppo_update
+
+DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-agent"
+PROMPTS_PER_TASK = 4
+MICRO_TOKENS = 8192
+
+
+@pytest.fixture(scope="module")
+def trees():
+    torch.set_num_threads(2)
+    tok = AutoTokenizer.from_pretrained(DEMO, local_files_only=True)
+    model = load_causal_lm(str(DEMO)).eval()
+    examples = load_task("arith", "test")[:PROMPTS_PER_TASK] + load_task("kbqa", "test")[:PROMPTS_PER_TASK]
+    cfg = RolloutConfig(M=16, N=8, max_response_tokens=256, token_budget=1 << 16)
+    box = make_toolbox(ToolsConfig(pool_size=2), max_calls=cfg.max_tool_calls)
+    sampler = Sampler(HFEngine(model, tok, token_budget=cfg.token_budget), box, tok, cfg, seed=0)
+    rollouts = sampler.rollout([build_prompt(tok, e, ("python", "search")) for e in examples])
+    box.close()
+    for ex, r in zip(examples, rollouts):
+        fn = get_reward_fn("auto", ex.data_source)
+        for leaf in r.leaves:
+            r.tree.set_reward(leaf.node, float(fn(leaf.text, ex.ground_truth)))
+    return model, [r.tree for r in rollouts]
+
+
+def update_step(model, trees, update: str) -> int:
+    """One training step's update on ``trees`` (one mini-batch); returns the tokens forwarded."""
+    algo = AlgoConfig()
+    opt = TorchBackend(PolicyLogprobs(model, backend="auto"), TrainConfig(lr=1e-6, micro_batch_tokens=MICRO_TOKENS),
+                       torch.device("cpu"))
+    batches = [micro_batches(trees, update=update, mode="soft", agg=algo.agg, max_tokens=MICRO_TOKENS, pad_id=0)]
+    forwarded = attach_old_logprobs(lambda mb: opt.forward(mb, train=False), batches, algo)
+    _, fwd = ppo_update(opt, batches, algo, 1, np.random.default_rng(0))
+    return forwarded + fwd
+
+
+@pytest.mark.parametrize("update", ["packed", "flat"])
+def test_update_step(benchmark, trees, update):
+    model, ts = trees
+    fresh = copy.deepcopy(model)
+    update_step(copy.deepcopy(model), ts, update)  # numba's first-call compiles, untimed
+    benchmark.group = f"update step, demo agent, {len(ts)} ARPO trees (M=16, N=8)"
+    forwarded = benchmark.pedantic(lambda: update_step(copy.deepcopy(fresh), ts, update), rounds=3, iterations=1)
+    unique = sum(t.num_tokens(unique=True) for t in ts)
+    flat = sum(t.num_tokens(unique=False) for t in ts)
+    benchmark.extra_info.update({
+        "update": update, "tokens_forwarded": forwarded, "unique_tokens": unique, "flat_tokens": flat,
+        "sharing_ratio": round(flat / unique, 3), "forwarded_per_unique": round(forwarded / unique, 3),
+        "trained_tokens_per_s": round(flat / benchmark.stats.stats.mean, 1),
+        "machine": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads()})
+    assert forwarded >= 2 * unique  # the old-log-prob pass plus one epoch

@@ -105,15 +105,84 @@ def _flat_micro(fb: FlatBatch, rows: np.ndarray, width: int, agg: str, norm: flo
 PACKED_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")
 
 
-def packed_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int, scale_std: bool = True,
-                         eps: float = 1e-6) -> list[MicroBatch]:
-    """The mini-batch ``trees`` tree-packed: one row per tree (so attention costs Σ T_tree², not (Σ T)²),
-    trees sorted by size and grouped into micro-batches of at most ``max_tokens`` padded token slots."""
+ROW_PATHS = 2  # bounded packed rows hold about this many longest paths' worth of tokens
+
+
+def packed_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int, whole_trees: bool = False,
+                         scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
+    """The mini-batch ``trees`` tree-packed, as rows grouped into micro-batches of at most ``max_tokens``
+    padded token slots (rows sorted by length).
+
+    ``whole_trees``: one row per tree (for block-sparse flex attention, which skips the masked blocks).
+    Otherwise a tree is split into rows of at most ``ROW_PATHS`` x the longest path's tokens, each the union of
+    the root paths of consecutive leaves: a dense attention mask costs T² per row, so bounded rows trade a few
+    repeated shared tokens (context only: each trainable token's loss terms sit in exactly one row) for much
+    less attention work. Either way the loss and its gradient equal the flat batch's.
+    """
     pb = pack_trees(trees, mode, agg, scale_std=scale_std, eps=eps)
-    off = pb.tree_offsets
-    sizes = np.diff(off)
-    groups = _length_groups(sizes, max_tokens)
-    return [_packed_micro(pb, [(int(off[t]), int(off[t + 1])) for t in g]) for g in groups]
+    row_tokens = None if whole_trees or pb.num_tokens == 0 else ROW_PATHS * (int(pb.position_ids.max()) + 1)
+    rows = []
+    for t in range(len(pb.tree_offsets) - 1):
+        a, b = int(pb.tree_offsets[t]), int(pb.tree_offsets[t + 1])
+        rows += _tree_rows(pb, a, b, row_tokens)
+    groups = _length_groups(np.array([len(r.index) for r in rows]), max_tokens)
+    return [_packed_micro(pb, [rows[i] for i in g]) for g in groups]
+
+
+@dataclasses.dataclass
+class _Row:
+    index: np.ndarray  # [n] indices into the PackedBatch, increasing (ancestors before descendants)
+    prev: np.ndarray  # [n] row-local index of the token each is predicted from (-1: none)
+    span_end: np.ndarray  # [n] row-local span_end
+    loss: np.ndarray  # row-local positions whose loss terms this row carries
+
+
+def _tree_rows(pb: PackedBatch, a: int, b: int, row_tokens: int | None) -> list[_Row]:
+    """Rows of tree [a, b): the whole tree, or unions of leaf paths of at most ``row_tokens`` tokens (a single
+    longer path is a row of its own)."""
+    n = b - a
+    prev = pb.prev_index[a:b] - a  # token-level parent pointers (-1: the first prompt token)
+    if row_tokens is None or n <= row_tokens:
+        groups = [np.arange(n)]
+    else:
+        groups = _leaf_path_unions(prev, row_tokens)
+    owned = np.zeros(n, dtype=bool)
+    rows = []
+    for idx in groups:
+        span = np.searchsorted(idx, pb.span_end[a:b][idx] - a)
+        loc_prev = np.where(prev[idx] >= 0, np.searchsorted(idx, prev[idx]), -1)
+        loss = np.flatnonzero(pb.loss_mask[a:b][idx] & (loc_prev >= 0) & ~owned[idx])
+        owned[idx[loss]] = True
+        rows.append(_Row(idx + a, loc_prev, span, loss))
+    return rows
+
+
+def _leaf_path_unions(prev: np.ndarray, row_tokens: int) -> list[np.ndarray]:
+    """Leaves (tokens nothing is predicted from) in depth-first order, greedily grouped while the union of
+    their root paths stays within ``row_tokens``; returns each group's sorted token indices."""
+    is_leaf = np.ones(prev.size, dtype=bool)
+    is_leaf[prev[prev >= 0]] = False
+    groups, member = [], np.zeros(prev.size, dtype=bool)
+    size = 0
+    for leaf in np.flatnonzero(is_leaf):
+        chain = _new_ancestors(prev, int(leaf), member)
+        if size and size + len(chain) > row_tokens:
+            groups.append(np.flatnonzero(member))
+            member[:] = False
+            chain = _new_ancestors(prev, int(leaf), member)
+            size = 0
+        member[chain] = True
+        size += len(chain)
+    groups.append(np.flatnonzero(member))
+    return groups
+
+
+def _new_ancestors(prev: np.ndarray, t: int, member: np.ndarray) -> list[int]:
+    chain = []
+    while t >= 0 and not member[t]:
+        chain.append(t)
+        t = int(prev[t])
+    return chain
 
 
 def _length_groups(lengths: np.ndarray, max_tokens: int) -> list[list[int]]:
@@ -128,27 +197,22 @@ def _length_groups(lengths: np.ndarray, max_tokens: int) -> list[list[int]]:
     return groups
 
 
-def _packed_micro(pb: PackedBatch, spans: list[tuple[int, int]]) -> MicroBatch:
-    """Rows = trees [a, b) of ``pb``, right-padded to the longest; a pad slot attends to itself only."""
-    width = max(b - a for a, b in spans)
-    ids = np.zeros((len(spans), width), np.int64)
-    pos = np.zeros((len(spans), width), np.int64)
-    span = np.tile(np.arange(1, width + 1, dtype=np.int64), (len(spans), 1))
-    src, sel_all = [], []
-    for r, (a, b) in enumerate(spans):
-        n = b - a
-        ids[r, :n], pos[r, :n], span[r, :n] = pb.input_ids[a:b], pb.position_ids[a:b], pb.span_end[a:b] - a
-        prev = pb.prev_index[a:b] - a  # -1 (first prompt token) stays negative
-        sel = np.flatnonzero(pb.loss_mask[a:b] & (prev >= 0))
-        src.append(r * width + prev[sel])
-        sel_all.append(a + sel)
-    sel = np.concatenate(sel_all)
+def _packed_micro(pb: PackedBatch, rows: list[_Row]) -> MicroBatch:
+    """``rows`` right-padded to the longest; a pad slot attends to itself only."""
+    width = max(len(r.index) for r in rows)
+    ids = np.zeros((len(rows), width), np.int64)
+    pos = np.zeros((len(rows), width), np.int64)
+    span = np.tile(np.arange(1, width + 1, dtype=np.int64), (len(rows), 1))
+    for i, r in enumerate(rows):
+        n = len(r.index)
+        ids[i, :n], pos[i, :n], span[i, :n] = pb.input_ids[r.index], pb.position_ids[r.index], r.span_end
+    sel = np.concatenate([r.index[r.loss] for r in rows])  # PackedBatch indices of the loss tokens
     return MicroBatch(
         input_ids=_t(ids),
         position_ids=_t(pos),
         attention_mask=None,
         span_end=_t(span),
-        src=_t(np.concatenate(src)),
+        src=_t(np.concatenate([i * width + r.prev[r.loss] for i, r in enumerate(rows)])),
         targets=_t(pb.input_ids[sel]),
         terms={name: _t(getattr(pb, name)[sel]) for name in PACKED_TERMS},
         sampler_logprobs=_t(pb.old_logprobs[sel]),
@@ -157,10 +221,11 @@ def _packed_micro(pb: PackedBatch, spans: list[tuple[int, int]]) -> MicroBatch:
 
 
 def micro_batches(trees: Sequence, *, update: str, mode: str, agg: str, max_tokens: int, pad_id: int,
-                  scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
-    """``update`` = "flat" or "packed" micro-batches of one mini-batch of trees."""
+                  whole_trees: bool = False, scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
+    """``update`` = "flat" or "packed" micro-batches of one mini-batch of trees (``whole_trees``: packed only)."""
     if update == "packed":
-        return packed_micro_batches(trees, mode=mode, agg=agg, max_tokens=max_tokens, scale_std=scale_std, eps=eps)
+        return packed_micro_batches(trees, mode=mode, agg=agg, max_tokens=max_tokens, whole_trees=whole_trees,
+                                    scale_std=scale_std, eps=eps)
     if update == "flat":
         return flat_micro_batches(trees, mode=mode, agg=agg, max_tokens=max_tokens, pad_id=pad_id,
                                   scale_std=scale_std, eps=eps)

@@ -79,6 +79,11 @@ class PolicyLogprobs(nn.Module):
             weight = weight.to(h.dtype)
         return linear_logprob_entropy(h, weight, mb.targets, temperature=self.temperature, backend=self.backend)
 
+    @property
+    def block_sparse(self) -> bool:
+        """True when packed masks are flex-attention BlockMasks (then whole trees make the best rows)."""
+        return getattr(self.model.config, "_attn_implementation", None) == "flex_attention"
+
     def _packed_mask(self, span_end: torch.Tensor):
         impl = getattr(self.model.config, "_attn_implementation", None)
         return packed_attention_mask(span_end, impl, next(self.model.parameters()).dtype)

@@ -243,7 +243,8 @@ class Trainer:
         groups = [trees[i:i + per_mini] for i in range(0, len(trees), per_mini)]
         batches = [micro_batches(g, update=cfg.train.update, mode=cfg.algo.advantage, agg=cfg.algo.agg,
                                  max_tokens=cfg.train.micro_batch_tokens, pad_id=self.pad_id,
-                                 scale_std=cfg.algo.scale_std, eps=cfg.algo.eps) for g in groups]
+                                 whole_trees=self.opt.policy.block_sparse, scale_std=cfg.algo.scale_std,
+                                 eps=cfg.algo.eps) for g in groups]
         batches = self.opt.align_micro_batches(batches)
         ref_forward = None
         if self.ref is not None:

@@ -60,11 +60,12 @@ def _trees(model, seed: int = 0, n: int = 3, vocab: int = 2000):
     return out
 
 
-def _loss_and_grads(model, trees, update, agg, mode, max_tokens, algo):
+def _loss_and_grads(model, trees, update, agg, mode, max_tokens, algo, whole_trees=False):
     policy = PolicyLogprobs(model, temperature=TEMP, backend="torch")
     model.zero_grad()
     total = torch.zeros((), dtype=torch.float64)
-    mbs = micro_batches(trees, update=update, mode=mode, agg=agg, max_tokens=max_tokens, pad_id=0)
+    mbs = micro_batches(trees, update=update, mode=mode, agg=agg, max_tokens=max_tokens, pad_id=0,
+                        whole_trees=whole_trees)
     for mb in mbs:
         mb.old_logprobs = mb.sampler_logprobs
         lp, ent = policy(mb)
@@ -77,11 +78,14 @@ def _loss_and_grads(model, trees, update, agg, mode, max_tokens, algo):
 
 @pytest.mark.parametrize("agg", AGGS)
 @pytest.mark.parametrize("mode", ["soft", "hard"])
-def test_packed_equals_flat(model, agg, mode):
+@pytest.mark.parametrize("whole_trees", [False, True], ids=["bounded-rows", "tree-rows"])
+def test_packed_equals_flat(model, agg, mode, whole_trees):
     trees = _trees(model)
     algo = AlgoConfig(agg=agg, clip_low=0.02, clip_high=0.03, entropy_coef=0.01)
     loss_f, g_f, mbs_f = _loss_and_grads(model, trees, "flat", agg, mode, 10_000, algo)
-    loss_p, g_p, mbs_p = _loss_and_grads(model, trees, "packed", agg, mode, 10_000, algo)
+    loss_p, g_p, mbs_p = _loss_and_grads(model, trees, "packed", agg, mode, 10_000, algo, whole_trees)
+    rows = sum(m.input_ids.shape[0] for m in mbs_p)
+    assert rows == len(trees) if whole_trees else rows > len(trees)  # the bounded rows split every tree here
     assert sum(m.tokens for m in mbs_p) < sum(m.tokens for m in mbs_f)  # packing forwards fewer tokens
     assert abs(loss_f.item()) > 1e-4
     torch.testing.assert_close(loss_p, loss_f, rtol=1e-5, atol=1e-7)
@@ -151,7 +155,8 @@ def test_packed_rows_match_flat_hidden_states(impl):
     the same token in the flat batch, for both mask forms."""
     model = load_causal_lm(str(DEMO), attn_implementation=impl)
     trees = _trees(model, seed=3, n=3)
-    (pmb,) = micro_batches(trees, update="packed", mode="soft", agg="token-mean", max_tokens=10_000, pad_id=0)
+    (pmb,) = micro_batches(trees, update="packed", mode="soft", agg="token-mean", max_tokens=10_000, pad_id=0,
+                           whole_trees=True)
     (fmb,) = micro_batches(trees, update="flat", mode="soft", agg="token-mean", max_tokens=100_000, pad_id=0)
     policy = PolicyLogprobs(model, backend="torch")
     with torch.no_grad():

@@ -135,6 +135,16 @@ def test_demo_yaml_loads():
     assert cfg.train.update == "packed" and cfg.train.lr == 1e-4
 
 
+def test_shipped_configs_load_and_differ_only_where_documented():
+    demo = config_to_dict(load_config(REPO / "configs" / "demo.yaml"))
+    grpo = config_to_dict(load_config(REPO / "configs" / "demo_grpo.yaml"))
+    diff = {(s, k) for s in demo for k in demo[s] if demo[s][k] != grpo[s][k]}
+    assert diff == {("rollout", "mode"), ("train", "output_dir")}
+    big = load_config(REPO / "configs" / "qwen2.5-7b-arpo.yaml")
+    assert big.rollout.engine == "sglang" and big.train.deepspeed and big.train.zero_stage == 3
+    assert big.train.bf16 and big.data.train[0].endswith(".parquet")
+
+
 # ------------------------------------------------------------------------------------------- overrides
 
 

@@ -99,3 +99,9 @@ def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32, device: tor
     except (OSError, ValueError) as err:
         raise ValueError(f"model.path {path!r}: cannot load a transformers causal LM from it: {err}") from err
     return model.to(device)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each layer's activations in the backward pass (transformers 5 renamed the method)."""
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()

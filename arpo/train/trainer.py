@@ -36,7 +36,7 @@ from .data import load_prompts, step_prompts
 from .dist import Dist, launched_ranks, pick_device
 from .microbatch import micro_batches
 from .optim import TorchBackend
-from .policy import PolicyLogprobs, load_causal_lm
+from .policy import PolicyLogprobs, enable_activation_checkpointing, load_causal_lm
 from .tracking import MetricsLogger, summary_line
 from .update import attach_old_logprobs, ppo_update
 
@@ -62,7 +62,7 @@ class Trainer:
         model = load_causal_lm(str(checkpoint / "policy") if checkpoint else cfg.model.path, device=self.dist.device)
         self.engine = self._make_engine(model)  # before gradient checkpointing: the engine's copy never needs it
         if cfg.train.grad_checkpointing:
-            model.gradient_checkpointing_enable()
+            enable_activation_checkpointing(model)
         self.opt = self._make_backend(PolicyLogprobs(model, temperature=cfg.rollout.temperature,
                                                      backend=cfg.train.kernel_backend))
         self.ref = self._make_reference()

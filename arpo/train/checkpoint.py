@@ -95,9 +95,19 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_policy(directory: Path, model: torch.nn.Module, tokenizer) -> None:
-    """``save_pretrained`` of the model (safetensors) and its tokenizer into ``directory``."""
-    model.save_pretrained(directory, safe_serialization=True)
+def fingerprint(model: torch.nn.Module) -> list[float]:
+    """Per parameter (by name): float64 sum and sum of squares; equal weights give equal fingerprints."""
+    out = []
+    for _, p in sorted(model.named_parameters()):
+        d = p.detach().double()
+        out += [float(d.sum()), float((d * d).sum())]
+    return out
+
+
+def save_policy(directory: Path, model: torch.nn.Module, tokenizer, state_dict: dict | None = None) -> None:
+    """``save_pretrained`` of the model (safetensors; ``state_dict`` overrides its weights, e.g. gathered
+    from ZeRO-3 partitions) and its tokenizer into ``directory``."""
+    model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(directory)
 
 

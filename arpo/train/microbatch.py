@@ -58,6 +58,13 @@ class MicroBatch:
         return MicroBatch(**moved)
 
 
+def zero_weight_copy(mb: MicroBatch) -> MicroBatch:
+    """The same forward with no weight in the loss (pads a rank's micro-batch count under ZeRO-2/3)."""
+    if not mb.packed:
+        return dataclasses.replace(mb, scale=0.0)
+    return dataclasses.replace(mb, terms={k: torch.zeros_like(v) for k, v in mb.terms.items()})
+
+
 def _move(value, device):
     if isinstance(value, torch.Tensor):
         return value.to(device)

@@ -1,9 +1,9 @@
 """Optimisation backends of the trainer: plain torch (AdamW, gradient clipping, warm-up + cosine/constant
 schedule, bf16 autocast on CUDA) and DeepSpeed ZeRO (``deepspeed_backend.py``). Both expose
 
-    forward(mb, train=True) -> (logprobs [n], entropy [n])   backward(loss)   step() -> grad norm (nan = step skipped)
+    forward(mb, train=True) -> (logprobs [n], entropy [n])   backward(loss, last)   step() -> grad norm (nan: skipped)
     schedule_step()   lr   policy (the PolicyLogprobs module)   model (the transformers model)
-    align_micro_batches(batches)   save_checkpoint(dir, state, tokenizer)   load_checkpoint(dir, state)
+    align_micro_batches(batches)   full_weights() (context)   save_checkpoint(dir, state, tok)   load_checkpoint(dir, state)
 
 The learning-rate schedule is per training step (one rollout batch), like verl's: every optimiser step of a
 step's mini-batches and epochs uses that step's rate.
@@ -74,8 +74,12 @@ class TorchBackend:
         with self.autocast():
             return self.policy(mb.to(self.device))
 
-    def backward(self, loss: torch.Tensor) -> None:
-        loss.backward()
+    def backward(self, loss: torch.Tensor, last: bool = True) -> None:
+        loss.backward()  # `last` (end of an optimiser step) matters only to data-parallel backends
+
+    def full_weights(self):
+        """Context giving the model with all its parameters (trivially: one process holds them all)."""
+        return contextlib.nullcontext(self.model)
 
     def step(self) -> float:
         """Clip, step and clear the gradients; a non-finite gradient norm skips the update (returns nan)."""

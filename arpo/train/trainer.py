@@ -200,7 +200,8 @@ class Trainer:
         times["reward"], clock = time.perf_counter() - clock, time.perf_counter()
         upd = self._update([r.tree for r in rollouts], step)
         times["update"], clock = time.perf_counter() - clock, time.perf_counter()
-        self.engine.update_weights(self.opt.model)
+        with self.opt.full_weights() as model:
+            self.engine.update_weights(model)
         times["sync"] = time.perf_counter() - clock
         out = {**roll_metrics, **reward_metrics, **upd}
         out.update({f"time_{k}": v for k, v in times.items()}, time_step=sum(times.values()))
@@ -282,7 +283,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ output
     def save(self, step: int) -> Path:
         """Write the checkpoint of ``step`` (atomically; all ranks take part under DeepSpeed)."""
-        state = {"step": step, "rng": self._gather_rng(), "config": config_to_dict(self.cfg)}
+        state = {"step": step, "rng": self._gather(ckpt.rng_state()), "config": config_to_dict(self.cfg)}
+        if self.dist.active:  # data parallel: every rank must hold the same weights; record what each holds
+            with self.opt.full_weights() as model:
+                prints = self._gather(ckpt.fingerprint(model))
+            state["weight_fingerprints"] = prints
+            if any(p != prints[0] for p in prints):
+                self._say(f"WARNING: the ranks' weights differ at step {step} (fingerprints in the checkpoint)")
         final = ckpt.checkpoint_dir(self.run_dir, step)
         if self.dist.is_main and final.exists():
             return final
@@ -297,12 +304,12 @@ class Trainer:
         self.dist.barrier()
         return final
 
-    def _gather_rng(self) -> list:
-        state = ckpt.rng_state()
+    def _gather(self, obj) -> list:
+        """``obj`` of every rank, in rank order."""
         if not self.dist.active:
-            return [state]
+            return [obj]
         out = [None] * self.dist.world
-        torch.distributed.all_gather_object(out, state)
+        torch.distributed.all_gather_object(out, obj)
         return out
 
     def _log(self, metrics: dict) -> None:

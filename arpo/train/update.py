@@ -120,10 +120,10 @@ def ppo_update(opt, batches: Sequence[Sequence[MicroBatch]], algo: AlgoConfig, e
     for _ in range(epochs):
         for i in rng.permutation(len(batches)):
             mini = batches[i]
-            for mb in mini:
+            for j, mb in enumerate(mini):
                 lp, ent = opt.forward(mb)
                 loss, metrics = micro_batch_loss(mb, lp, ent, algo, opt.kernel_backend)
-                opt.backward(loss)
+                opt.backward(loss, last=j == len(mini) - 1)
                 sums.add(loss.detach(), metrics, micro_share(mb, mini))
                 forwarded += mb.tokens
                 if on_micro is not None:

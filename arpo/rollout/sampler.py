@@ -16,6 +16,11 @@ while the budget of M paths per prompt lasts. When every path of a prompt has en
 started, fresh paths from the prompt fill the budget: each prompt ends with exactly M leaves, each a distinct
 sampled path. GRPO = M initial paths and no branching, through the same code.
 
+Randomness is keyed by path identity, not by the order of events: each path's sampling seed (and its draw for
+the ``stochastic`` rule) derives from the sampler's seed, the path's key ((prompt, start index), plus
+(segment, child) per fork) and its segment number. Tool calls finish in whatever order the pool returns them,
+which changes how requests are batched but not what any path samples, so a seed reproduces a rollout.
+
 The branch decision needs only a segment's first k tokens; it is taken when the segment ends, and the
 children fork at the boundary before it, which is the same as deciding after k tokens.
 """
@@ -46,6 +51,8 @@ class _Path:
     h_init: float | None = None
     boundary: tuple[int, int] | None = None  # (engine handle, tree node) after the last tool result
     finish: str | None = None
+    key: tuple[int, ...] = ()  # identity: (prompt, start index) [+ (segment, child) per fork]; seeds its sampling
+    segment: int = 0  # generation requests made so far
 
 
 @dataclasses.dataclass
@@ -122,7 +129,7 @@ class Sampler:
                  answer_tag: str = "answer"):
         self.engine, self.tools, self.tokenizer, self.cfg = engine, tools, tokenizer, cfg
         self.answer_tag = answer_tag
-        self._rng = np.random.default_rng(seed)
+        self.seed = seed
         self._ln_v = math.log(engine.vocab_size)
         eos = tokenizer.eos_token_id
         self._stop_ids = (eos,) if eos is not None else ()
@@ -137,7 +144,7 @@ class Sampler:
         b = _Batch([TrajectoryTree(p) for p in prompts], [], [initial] * len(prompts), [[] for _ in prompts],
                    progress=progress)
         b.roots = [r.handle for r in self._generate(b, [Request(tuple(p), self._params(0)) for p in prompts])]
-        queue = [_Path(i, 0, b.roots[i], []) for i in range(len(prompts)) for _ in range(initial)]
+        queue = [_Path(i, 0, b.roots[i], [], key=(i, j)) for i in range(len(prompts)) for j in range(initial)]
         try:
             while queue or b.pending:
                 prefill = self._harvest(b, block=not queue)
@@ -156,7 +163,7 @@ class Sampler:
     def _step(self, b: _Batch, queue: list[_Path], prefill: list[tuple[_Path, list[int]]]) -> list[_Path]:
         """One engine call: prefill tool results (fork points) and generate for every queued path."""
         reqs = [Request(tuple(ids), self._params(0), parent=p.handle) for p, ids in prefill]
-        reqs += [Request((), self._params(self._remaining(p)), parent=p.handle) for p in queue]
+        reqs += [Request((), self._params(self._remaining(p), p), parent=p.handle) for p in queue]
         if not reqs:
             return []
         results = self._generate(b, reqs)
@@ -202,19 +209,21 @@ class Sampler:
         p.boundary = None
         b.stats.h_t.append(h)
         room = self.cfg.M - b.started[p.prompt]
-        if self.cfg.mode != "arpo" or room <= 0 or not self._branch(h - p.h_init):
+        if self.cfg.mode != "arpo" or room <= 0 or not self._branch(h - p.h_init, p):
             return []
         z = min(self.cfg.Z, room)
         b.started[p.prompt] += z
         b.stats.branches += 1
         before = p.response[: len(p.response) - len(res.tokens)]
-        return [_Path(p.prompt, node, handle, list(before), p.calls, p.h_init) for _ in range(z)]
+        return [_Path(p.prompt, node, handle, list(before), p.calls, p.h_init, key=p.key + (p.segment, c))
+                for c in range(z)]
 
-    def _branch(self, delta_h: float) -> bool:
+    def _branch(self, delta_h: float, p: _Path) -> bool:
         prob = self.cfg.alpha + self.cfg.beta * delta_h
         if self.cfg.rule == "threshold":
             return prob > self.cfg.tau
-        return bool(self._rng.random() < min(max(prob, 0.0), 1.0))
+        draw = np.random.default_rng(self._seed_of(p, purpose=1)).random()
+        return bool(draw < min(max(prob, 0.0), 1.0))
 
     def _harvest(self, b: _Batch, block: bool) -> list[tuple[_Path, list[int]]]:
         """Finished tool calls → result tokens appended to the tree; waits only when nothing else can run."""
@@ -237,17 +246,28 @@ class Sampler:
         """Fresh paths from the prompt for every prompt whose paths all ended before its budget was spent."""
         fresh = []
         for i, n in enumerate(b.started):
-            fresh += [_Path(i, 0, b.roots[i], []) for _ in range(self.cfg.M - n)]
+            fresh += [_Path(i, 0, b.roots[i], [], key=(i, j)) for j in range(n, self.cfg.M)]
             b.stats.fills += self.cfg.M - n
             b.started[i] = self.cfg.M
         return fresh
 
     # ------------------------------------------------------------------------------------------ helpers
-    def _params(self, max_new: int) -> SamplingParams:
+    def _seed_of(self, p: _Path, purpose: int = 0) -> int:
+        """A seed from the sampler's seed, the path's identity and its segment: the same whatever order the tool
+        results come back in (batching never changes what a path samples)."""
+        return int(np.random.SeedSequence([self.seed, purpose, p.segment, *p.key]).generate_state(2, np.uint64)[0] >> 2)
+
+    def _params(self, max_new: int, p: _Path | None = None) -> SamplingParams:
+        """Sampling parameters; a prefill (``p`` None) samples nothing and needs no seed."""
         c = self.cfg
         return SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=max_new,
                               stop=tuple(stop_strings(self.tools.names, self.answer_tag)),
-                              stop_token_ids=self._stop_ids, seed=int(self._rng.integers(2**62)))
+                              stop_token_ids=self._stop_ids, seed=None if p is None else self._next_seed(p))
+
+    def _next_seed(self, p: _Path) -> int:
+        seed = self._seed_of(p)
+        p.segment += 1
+        return seed
 
     def _generate(self, b: _Batch, reqs: list[Request]) -> list[Result]:
         b.stats.history += sum(len(self.engine.tokens(r.parent)) for r in reqs if r.parent is not None)

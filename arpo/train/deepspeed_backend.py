@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from arpo_kernels.hf import lm_head_weight
+
 from ..config import ARPOConfig
 from .checkpoint import STATE_FILE, save_policy
 from .dist import Dist, pick_device
@@ -86,6 +88,8 @@ class DeepSpeedBackend:
         optimizer = make_optimizer([p for p in policy.parameters() if p.requires_grad], cfg.train)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=policy, optimizer=optimizer,
                                                                  config=deepspeed_config(cfg))
+        if self.stage == 3:  # the head weight is read directly, not through its module's forward: gather it
+            deepspeed.zero.register_external_parameter(self.engine.module, lm_head_weight(policy.model))
         self._deepspeed = deepspeed
         self.train_step = 0
         self._set_lr()

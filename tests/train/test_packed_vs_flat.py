@@ -177,3 +177,20 @@ def test_packed_rows_match_flat_hidden_states(impl):
 def test_packed_mask_refuses_flash():
     with pytest.raises(NotImplementedError, match="flash_attention_2"):
         packed_attention_mask(torch.ones(1, 3, dtype=torch.long), "flash_attention_2", torch.float32)
+
+
+def test_flex_block_mask_matches_dense_mask(monkeypatch):
+    """The flex-attention BlockMask path (used on GPUs) gives the dense-mask log-probs. Forward only: torch 2.13
+    has no flex-attention backward on CPU. Static shapes: the CPU kernel's dynamic-shape recompile fails to
+    build in torch 2.13 (the trainer meets this only on CPU, where it uses dense masks)."""
+    monkeypatch.setattr(torch._dynamo.config, "automatic_dynamic_shapes", False)
+    dense = load_causal_lm(str(DEMO), attn_implementation="sdpa")
+    flex = load_causal_lm(str(DEMO), attn_implementation="flex_attention")
+    trees = _trees(dense, seed=3, n=3)
+    (mb,) = micro_batches(trees, update="packed", mode="soft", agg="token-mean", max_tokens=10_000, pad_id=0,
+                          whole_trees=PolicyLogprobs(flex).block_sparse)
+    assert mb.input_ids.shape[0] == 3  # one row per tree, each with its own ancestor mask
+    with torch.no_grad():
+        want, _ = PolicyLogprobs(dense)(mb)
+        got, _ = PolicyLogprobs(flex)(mb)
+    torch.testing.assert_close(got, want, rtol=0, atol=5e-5)  # fp32; different attention kernels

@@ -26,15 +26,16 @@ class Prompt:
     ids: tuple[int, ...]
 
 
-def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, limit: int = 0, progress: bool = True) -> list[Prompt]:
+def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, limit: int = 0,
+                 no_bar: bool | None = None) -> list[Prompt]:
     """The prompts of ``data.train`` (split "train") or ``data.test`` (split "test"); with ``limit`` > 0 at
-    most that many per entry (the first ones)."""
+    most that many per entry (the first ones). ``no_bar`` is tqdm's ``disable`` (None: a bar only on a terminal)."""
     entries = cfg.data.train if split == "train" else cfg.data.test
     examples: list[Example] = []
     for entry in entries:
         rows = load_dataset(entry, split, cfg.train.seed)
         examples += rows[:limit] if limit > 0 else rows
-    bar = tqdm(examples, desc=f"tokenising {split} prompts", unit="prompt", disable=not progress, leave=False)
+    bar = tqdm(examples, desc=f"tokenising {split} prompts", unit="prompt", disable=no_bar, leave=False)
     return [Prompt(ex, tuple(build_prompt(tokenizer, ex, cfg.tools.enabled, cfg.data.system_prompt,
                                           cfg.data.max_prompt_tokens))) for ex in bar]
 

@@ -67,8 +67,8 @@ class Trainer:
                                                      backend=cfg.train.kernel_backend))
         self.ref = self._make_reference()
         self.toolbox = make_toolbox(cfg.tools, cfg.rollout.max_tool_calls)
-        self.train_prompts = load_prompts(cfg, self.tokenizer, "train", progress=self._show)
-        self.test_prompts = (load_prompts(cfg, self.tokenizer, "test", limit=cfg.train.eval_limit, progress=self._show)
+        self.train_prompts = load_prompts(cfg, self.tokenizer, "train", no_bar=self._no_bars)
+        self.test_prompts = (load_prompts(cfg, self.tokenizer, "test", limit=cfg.train.eval_limit, no_bar=self._no_bars)
                              if cfg.train.eval_every > 0 else [])
         self.start_step = self._restore(checkpoint) if checkpoint else 0
         self.logger = None
@@ -82,9 +82,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ set-up
     @property
-    def _show(self) -> bool | None:
-        """tqdm's ``disable``-inverse: bars on rank 0 only (and only on a terminal unless progress=True)."""
-        return self.dist.is_main and self.progress is not False
+    def _no_bars(self) -> bool | None:
+        """tqdm's ``disable``: bars on rank 0 only; progress=None shows them only on a terminal."""
+        if not self.dist.is_main or self.progress is False:
+            return True
+        return None if self.progress is None else False
 
     def _uses_math_reward(self) -> bool:
         if self.cfg.data.reward != "auto":
@@ -165,7 +167,7 @@ class Trainer:
     def train(self) -> int:
         """Run from the start (or resumed) step to train.total_steps; returns the process exit code (0)."""
         t = self.cfg.train
-        bar = tqdm(total=t.total_steps, initial=self.start_step, desc="train", unit="step", disable=not self._show)
+        bar = tqdm(total=t.total_steps, initial=self.start_step, desc="train", unit="step", disable=self._no_bars)
         with self._signals():
             if self.start_step == 0 and t.eval_every > 0:
                 self._log({"step": 0, **self._evaluate(0)})
@@ -215,7 +217,7 @@ class Trainer:
         sampler = Sampler(self.engine, self.toolbox, self.tokenizer, self.cfg.rollout,
                           seed=step_seed(self.cfg.train.seed, step, self.dist.rank))
         total = len(prompts) * self.cfg.rollout.M
-        with tqdm(total=total, desc="rollout", unit="traj", leave=False, disable=not self._show) as bar:
+        with tqdm(total=total, desc="rollout", unit="traj", leave=False, disable=self._no_bars) as bar:
             rollouts = sampler.rollout([list(p.ids) for p in prompts], progress=bar.update)
         m = dict(sampler.last_metrics)
         finishes = [leaf.finish for r in rollouts for leaf in r.leaves]
@@ -247,13 +249,10 @@ class Trainer:
                                  whole_trees=self.opt.policy.block_sparse, scale_std=cfg.algo.scale_std,
                                  eps=cfg.algo.eps) for g in groups]
         batches = self.opt.align_micro_batches(batches)
-        ref_forward = None
-        if self.ref is not None:
-            def ref_forward(mb):
-                return self.ref(mb.to(self.dist.device))
-        forwarded = attach_old_logprobs(lambda mb: self.opt.forward(mb, train=False), batches, cfg.algo, ref_forward)
+        forwarded = attach_old_logprobs(lambda mb: self.opt.forward(mb, train=False), batches, cfg.algo,
+                                        None if self.ref is None else self._ref_forward)
         total = sum(len(b) for b in batches) * cfg.train.ppo_epochs
-        with tqdm(total=total, desc="update", unit="micro", leave=False, disable=not self._show) as bar:
+        with tqdm(total=total, desc="update", unit="micro", leave=False, disable=self._no_bars) as bar:
             metrics, fwd = ppo_update(self.opt, batches, cfg.algo, cfg.train.ppo_epochs,
                                       np.random.default_rng(step_seed(cfg.train.seed, step, self.dist.rank, 1)),
                                       on_micro=lambda: bar.update(1))
@@ -264,12 +263,16 @@ class Trainer:
         metrics["clip_frac"] = metrics.get("clip_frac_high", 0.0) + metrics.get("clip_frac_low", 0.0)
         return metrics
 
+    @torch.no_grad()
+    def _ref_forward(self, mb) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ref(mb.to(self.dist.device))
+
     def _evaluate(self, step: int) -> dict:
         """Greedy evaluation on data.test (rank 0; the others wait); per-sample transcripts in eval/."""
         out: dict = {}
         if self.dist.is_main:
             with tqdm(total=len(self.test_prompts), desc=f"eval @ {step}", unit="q", leave=False,
-                      disable=not self._show) as bar:
+                      disable=self._no_bars) as bar:
                 summary, records = evaluate(self.engine, self.toolbox, self.tokenizer, self.test_prompts,
                                             self.cfg.rollout, self.cfg.data.reward, seed=self.cfg.train.seed,
                                             progress=bar.update)

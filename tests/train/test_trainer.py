@@ -2,8 +2,6 @@
 bad input."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -171,3 +169,15 @@ def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
     assert 1 <= last < 200
     assert ckpt.latest_checkpoint(out) == ckpt.checkpoint_dir(out, last)
     assert ckpt.load_state(ckpt.checkpoint_dir(out, last))["step"] == last
+
+
+def test_kl_to_reference_model_and_flat_update(tmp_path):
+    """A run with the KL term (frozen reference = the starting model) and flat updates: its metrics carry the
+    KL, which is ~0 on the first step (policy == reference before any update)."""
+    out = tmp_path / "kl"
+    cfg = tiny(out, "train.total_steps=1", "algo.kl_coef=0.1", "train.update=flat", "algo.agg=seq-mean-token-sum")
+    trainer = Trainer(cfg, progress=False)
+    assert trainer.ref is not None and not any(p.requires_grad for p in trainer.ref.parameters())
+    assert trainer.train() == 0
+    (m,) = read_metrics(out)
+    assert "kl_mean" in m and abs(m["kl_mean"]) < 0.05 and m["loss"] == m["loss"]

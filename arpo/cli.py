@@ -1,4 +1,4 @@
-"""The `arpo` command: `arpo train`, `arpo plot`, `arpo demo`, `arpo config` and `arpo index`."""
+"""The `arpo` command: `arpo train`, `arpo eval`, `arpo plot`, `arpo demo`, `arpo config` and `arpo index`."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.config is None and _DEMO_CONFIG.exists():
         args.config = str(_DEMO_CONFIG)
-    run_demo(config_from_args(args), prompts=args.prompts, seed=args.seed)
+    run_demo(config_from_args(args))
     return 0
 
 
@@ -32,6 +32,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise
         print(f"arpo train: {err}", file=sys.stderr)
         return 2
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .eval_job import eval_config, format_summary, run_eval
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    cfg = eval_config(config_from_args(args), tasks, args.reward)
+    out = args.out or str(Path("runs") / "eval" / Path(args.model.rstrip("/")).name)
+    try:
+        summary = run_eval(cfg, args.model, n=args.n, temperature=args.temperature, limit=args.limit, out_dir=out,
+                           seed=args.seed)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        print(f"arpo eval: {err}", file=sys.stderr)
+        return 2
+    mode = "greedy" if summary["greedy"] else f"{args.n} samples at temperature {summary['temperature']}"
+    print(f"{args.model} ({mode}, {summary['seconds']:.1f} s)\n{format_summary(summary)}\ntranscripts: {out}/samples.jsonl")
+    return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -81,14 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
                             "same as --set train.deepspeed=true")
     train.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # the deepspeed launcher's
     train.set_defaults(func=_cmd_train)
+    ev = sub.add_parser("eval", help="evaluate a model on tasks or dataset files (accuracy, pass@k, tool calls)")
+    add_config_args(ev)
+    ev.add_argument("--model", default="assets/demo-agent", help="model directory (save_pretrained format)")
+    ev.add_argument("--tasks", default="arith,kbqa",
+                    help="comma-separated embedded tasks (their test split) and/or .parquet / .jsonl files")
+    ev.add_argument("--n", type=int, default=1, help="samples per question (pass@k up to k = n)")
+    ev.add_argument("--temperature", type=float, default=None,
+                    help="sampling temperature (default: greedy for --n 1, else rollout.temperature)")
+    ev.add_argument("--reward", default=None, help="reward function name (default: data.reward, i.e. auto)")
+    ev.add_argument("--limit", type=int, default=0, help="first N questions of each task (0 = all)")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed")
+    ev.add_argument("--out", default=None, help="output directory (default: runs/eval/MODEL_NAME)")
+    ev.set_defaults(func=_cmd_eval)
     plot = sub.add_parser("plot", help="draw a run's metrics.jsonl as PNG charts")
     plot.add_argument("run_dir", help="training run directory (train.output_dir)")
     plot.add_argument("--out", default=None, help="directory for the PNGs (default: RUN_DIR/plots)")
     plot.set_defaults(func=_cmd_plot)
-    demo = sub.add_parser("demo", help="run the embedded end-to-end demo (configs/demo.yaml by default)")
+    demo = sub.add_parser("demo", help="the main job: evaluate the demo agent, train it with ARPO, evaluate "
+                                       "again, write RUN_DIR/report.md (configs/demo.yaml by default)")
     add_config_args(demo)
-    demo.add_argument("--prompts", type=int, default=32, help="number of prompts (trees) to roll out")
-    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic rollouts")
     demo.set_defaults(func=_cmd_demo)
     config = sub.add_parser("config", help="print the resolved config as YAML (after --config and --set)")
     add_config_args(config)

@@ -1,106 +1,117 @@
-"""`arpo demo` before the trainer exists: synthetic ARPO-shaped rollouts through the trajectory tree.
+"""``arpo demo`` (``make demo``): the main job on the embedded default, end to end on 2 CPU cores.
 
-Builds one tree per prompt with the config's budget (rollout.M leaves, rollout.N initial paths, up to
-rollout.max_tool_calls tool turns), scores the leaves, computes algo.advantage advantages, builds the flat and
-the tree-packed batch for algo.agg, times the C++ core against the pure-Python fallback, then evaluates the fused
-policy loss (algo.* clip/KL settings) on both batches with synthetic new/old log-probs and shows that packing is
-exact: the same loss and metrics from each unique token once. Later issues replace this with the training run.
+1. evaluate the demo agent on the held-out test splits of the embedded tasks: greedy on every question, and
+   4 samples at the rollout temperature on the first ``SAMPLED_PER_TASK`` of each (pass@1, pass@4);
+2. train it with ARPO (``configs/demo.yaml``) for a few minutes;
+3. evaluate the trained policy the same way;
+4. print a before/after table and write ``RUN_DIR/report.md`` with the plots of the run.
+
+A previous run directory is moved aside (``RUN_DIR.old-<time>``), never deleted.
 """
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 
-import numpy as np
-import torch
-
-from arpo_kernels import policy_loss, policy_loss_packed
-
-from . import tree as tree_api
 from .config import ARPOConfig
-from .tree import py_batch, py_tree
-from .tree.synthetic import build_tree, rollout_script
+from .eval_job import eval_config, run_eval
+from .plot import plot_run
+from .train import checkpoint as ckpt
+from .train.trainer import Trainer
+
+SAMPLED_PER_TASK = 50
+SAMPLES = 4
 
 
-def _scripts(cfg: ARPOConfig, prompts: int, seed: int):
-    rng = np.random.default_rng(seed)
-    r = cfg.rollout
-    return [rollout_script(rng, r.M, r.N, r.max_tool_calls, segment_tokens=64, prompt_tokens=96)
-            for _ in range(prompts)]
+def _move_aside(run_dir: Path) -> Path | None:
+    if not run_dir.exists():
+        return None
+    old = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.rename(run_dir, old)
+    return old
 
 
-def _pipeline(cls, builders, scripts, cfg: ARPOConfig):
-    a = cfg.algo
-    trees = [build_tree(cls, s) for s in scripts]
-    flat = builders.flatten_trees(trees, a.advantage, 0, a.scale_std, a.eps)
-    packed = builders.pack_trees(trees, a.advantage, a.agg, a.scale_std, a.eps)
-    return trees, flat, packed
+def _evaluate(cfg: ARPOConfig, model_path: str, out: Path, limits: tuple[int, int]) -> dict:
+    """Greedy on the first limits[0] test questions of each task (0 = all) + SAMPLES samples on the first
+    limits[1]."""
+    ecfg = eval_config(cfg, cfg.data.test)
+    start = time.perf_counter()
+    greedy = run_eval(ecfg, model_path, limit=limits[0], out_dir=out / "greedy")
+    sampled = run_eval(ecfg, model_path, n=SAMPLES, temperature=cfg.rollout.temperature, limit=limits[1],
+                       out_dir=out / "sampled", seed=cfg.train.seed)
+    return {"greedy": greedy, "sampled": sampled, "seconds": time.perf_counter() - start}
 
 
-def _timed(fn, repeats: int = 3) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def _rows(before: dict, after: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    sources = list(before["greedy"]["by_source"]) + ["all"]
+    for src in sources:
+        def pick(r, kind, key, src=src):
+            s = r[kind] if src == "all" else r[kind]["by_source"][src]
+            return s[key]
+
+        for label, kind, key, fmt in (("accuracy (greedy)", "greedy", "accuracy", "{:.3f}"),
+                                      (f"pass@1 (T={before['sampled']['temperature']})", "sampled", "accuracy",
+                                       "{:.3f}"),
+                                      (f"pass@{SAMPLES}", "sampled", f"pass@{SAMPLES}", "{:.3f}"),
+                                      ("tool calls / question (greedy)", "greedy", "tool_calls", "{:.2f}"),
+                                      ("response tokens (greedy)", "greedy", "response_tokens", "{:.1f}")):
+            rows.append((f"{src}: {label}", fmt.format(pick(before, kind, key)), fmt.format(pick(after, kind, key))))
+    rows.append(("wall time of the evaluation", f"{before['seconds']:.0f} s", f"{after['seconds']:.0f} s"))
+    return rows
 
 
-def _synthetic_logprobs(ids: np.ndarray, pos: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(new, old) log-probs as functions of (token, depth), so every copy of a shared token agrees."""
-    phase = 0.1 * ids + 0.37 * pos
-    new = -1.5 + 0.5 * np.cos(phase)
-    return torch.from_numpy(new).float(), torch.from_numpy(new + 0.3 * np.sin(3.0 * phase)).float()
+def _table(rows: list[tuple[str, str, str]]) -> str:
+    lines = ["| metric | before | after |", "|---|---|---|"]
+    return "\n".join(lines + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 
-def _policy_losses(flat, packed, cfg: ARPOConfig) -> dict:
-    """The fused policy loss on the flat rows and on the packed tokens (numba on CPU), with timings."""
-    a = cfg.algo
-    clip = dict(clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip)
-    lp_f, old_f = _synthetic_logprobs(flat["input_ids"], flat["position_ids"])
-    lp_p, old_p = _synthetic_logprobs(packed["input_ids"], packed["position_ids"])
-    p = {k: torch.from_numpy(packed[k]) for k in ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")}
-    t_flat, (loss_f, m_f) = _timed(lambda: policy_loss(
-        lp_f, old_f, torch.from_numpy(flat["advantages"]), torch.from_numpy(flat["loss_mask"]), agg=a.agg, **clip))
-    t_packed, (loss_p, m_p) = _timed(lambda: policy_loss_packed(
-        lp_p, old_p, p["adv_pos"], p["adv_neg"], p["loss_weight"], weight_pos=p["weight_pos"],
-        weight_neg=p["weight_neg"], **clip))
-    return {"loss_flat": loss_f.item(), "loss_packed": loss_p.item(), "seconds_loss_flat": t_flat,
-            "seconds_loss_packed": t_packed, "clip_frac_flat": (m_f["clip_frac_high"] + m_f["clip_frac_low"]).item(),
-            "clip_frac_packed": (m_p["clip_frac_high"] + m_p["clip_frac_low"]).item()}
+def _report(cfg: ARPOConfig, rows, train_seconds: float, plots: list[Path], checkpoint: Path,
+            limits: tuple[int, int]) -> str:
+    r, t = cfg.rollout, cfg.train
+    greedy_on = "every question" if limits[0] == 0 else f"the first {limits[0]} questions of each task"
+    pics = "\n".join(f"![{p.stem}](plots/{p.name})" for p in plots)
+    return f"""# ARPO demo run
+
+The embedded demo agent ({cfg.model.path}) trained with {r.mode.upper()} on {', '.join(cfg.data.train)} for
+{t.total_steps} steps ({t.batch_size} prompts x M={r.M} trajectories per step, N={r.N}, lr {t.lr},
+`train.update: {t.update}`), {train_seconds:.0f} s of training on this machine. Evaluated before and after on the
+held-out test splits ({', '.join(cfg.data.test)}): greedy on {greedy_on}, {SAMPLES} samples at temperature
+{r.temperature} on the first {limits[1]} questions of each task.
+
+{_table(rows)}
+
+Trained policy: `{checkpoint / 'policy'}` (transformers `save_pretrained` format).
+Metrics per step: `metrics.jsonl`; evaluation transcripts: `eval_before/`, `eval_after/`, `eval/`.
+
+{pics}
+"""
 
 
-def run_demo(cfg: ARPOConfig, prompts: int = 32, seed: int = 0) -> dict:
-    """Run the demo, print what it did, and return the numbers it printed."""
-    scripts = _scripts(cfg, prompts, seed)
-    native = (tree_api.TrajectoryTree, tree_api._backend([]))
-    t_native, (trees, flat, packed) = _timed(lambda: _pipeline(*native, scripts, cfg))
-    t_python, _ = _timed(lambda: _pipeline(py_tree.TrajectoryTree, py_batch, scripts, cfg))
-    unique = sum(t.num_tokens(True) for t in trees)
-    flat_tokens = sum(t.num_tokens(False) for t in trees)
-    report = {
-        "implementation": tree_api.IMPLEMENTATION, "prompts": prompts, "trajectories": flat["input_ids"].shape[0],
-        "flat_shape": flat["input_ids"].shape, "flat_tokens": flat_tokens, "unique_tokens": unique,
-        "loss_tokens_flat": int(flat["loss_mask"].sum()), "loss_tokens_packed": int(packed["loss_mask"].sum()),
-        "seconds_native": t_native, "seconds_python": t_python, **_policy_losses(flat, packed, cfg),
-    }
-    _print_report(cfg, report)
-    return report
-
-
-def _print_report(cfg: ARPOConfig, r: dict) -> None:
-    ro, a = cfg.rollout, cfg.algo
-    print("ARPO engine demo — the trainer is not built yet; this runs the tree and the fused loss end to end.")
-    print(f"  rollouts   {r['prompts']} prompts x M={ro.M} leaves (N={ro.N} initial paths, branches at tool "
-          f"results, up to {ro.max_tool_calls} tool turns), synthetic tokens, random 0/1 rewards")
-    print(f"  tree core  {r['implementation']}")
-    print(f"  flat       {r['trajectories']} rows x {r['flat_shape'][1]} columns, {r['flat_tokens']:,} tokens, "
-          f"{r['loss_tokens_flat']:,} in the loss")
-    print(f"  packed     {r['unique_tokens']:,} unique tokens ({r['flat_tokens'] / r['unique_tokens']:.2f}x sharing), "
-          f"{r['loss_tokens_packed']:,} in the loss")
-    print(f"  time       build+advantages+flatten+pack: {r['implementation']} {r['seconds_native'] * 1e3:.1f} ms, "
-          f"pure Python {r['seconds_python'] * 1e3:.1f} ms ({r['seconds_python'] / r['seconds_native']:.1f}x)")
-    diff = abs(r["loss_flat"] - r["loss_packed"])
-    print(f"  loss       fused clipped policy loss (advantage={a.advantage}, agg={a.agg}, clip {a.clip_low}/"
-          f"{a.clip_high}): flat {r['loss_flat']:+.8f} in {r['seconds_loss_flat'] * 1e3:.1f} ms, packed "
-          f"{r['loss_packed']:+.8f} in {r['seconds_loss_packed'] * 1e3:.1f} ms (|diff| {diff:.1e}); clipped "
-          f"fraction {r['clip_frac_flat']:.4f} / {r['clip_frac_packed']:.4f}")
+def run_demo(cfg: ARPOConfig, *, greedy_limit: int = 0, sampled_limit: int = SAMPLED_PER_TASK) -> dict:
+    """Run the demo job; returns the before/after evaluations and the paths it wrote. The limits cap the
+    evaluated questions per task (greedy_limit 0 = all)."""
+    limits = (greedy_limit, sampled_limit)
+    run_dir = Path(cfg.train.output_dir)
+    moved = _move_aside(run_dir)
+    if moved is not None:
+        print(f"previous {run_dir} moved to {moved}")
+    run_dir.mkdir(parents=True)
+    start = time.perf_counter()
+    print(f"[1/3] evaluating {cfg.model.path} on the test splits of {', '.join(cfg.data.test)}")
+    before = _evaluate(cfg, cfg.model.path, run_dir / "eval_before", limits)
+    print(f"[2/3] training with {cfg.rollout.mode.upper()} for {cfg.train.total_steps} steps (configs/demo.yaml)")
+    t0 = time.perf_counter()
+    Trainer(cfg).train()
+    train_seconds = time.perf_counter() - t0
+    final = ckpt.latest_checkpoint(run_dir)
+    print(f"[3/3] evaluating the trained policy ({final / 'policy'})")
+    after = _evaluate(cfg, str(final / "policy"), run_dir / "eval_after", limits)
+    plots = plot_run(run_dir)
+    rows = _rows(before, after)
+    report = run_dir / "report.md"
+    report.write_text(_report(cfg, rows, train_seconds, plots, final, limits), encoding="utf-8")
+    print("\n" + _table(rows))
+    print(f"\ntotal {time.perf_counter() - start:.0f} s; report: {report}")
+    return {"before": before, "after": after, "report": report, "checkpoint": final}

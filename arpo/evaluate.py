@@ -2,13 +2,16 @@
 sample with the reward, and summarise per data source and overall.
 
 Summary keys (per source under ``by_source``, and overall): ``accuracy`` (fraction of samples with full
-reward, 1.0), ``reward`` (mean reward), ``tool_calls`` (per sample), ``response_tokens`` (per sample, tool
-results included), ``questions``, ``samples``, ``seconds``. Records: one dict per question with its samples'
-texts, rewards, finish reasons and tool calls, for transcripts.
+reward, 1.0: pass@1), ``pass@k`` for k = 1, 2, 4, ... up to n and k = n (the unbiased estimator of Chen et al.
+2021 from the n samples of each question: 1 - C(n-c, k) / C(n, k) with c correct, averaged over questions),
+``reward`` (mean reward), ``tool_calls`` (per sample), ``response_tokens`` (per sample, tool results
+included), ``questions``, ``samples``, ``seconds``. Records: one dict per question with its samples' texts,
+rewards, finish reasons and tool calls, for transcripts.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -68,6 +71,23 @@ def _means(records: list[dict]) -> dict:
     def mean(key, fn=float):
         return float(np.mean([fn(s[key]) for s in samples])) if samples else float("nan")
 
-    return {"accuracy": mean("reward", lambda x: float(x >= 1.0)), "reward": mean("reward"),
-            "tool_calls": mean("tool_calls"), "response_tokens": mean("response_tokens"),
-            "questions": len(records), "samples": len(samples)}
+    out = {"accuracy": mean("reward", lambda x: float(x >= 1.0)), "reward": mean("reward"),
+           "tool_calls": mean("tool_calls"), "response_tokens": mean("response_tokens"),
+           "questions": len(records), "samples": len(samples)}
+    n = min((len(r["samples"]) for r in records), default=0)
+    for k in sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | ({n} if n else set())):
+        out[f"pass@{k}"] = float(np.mean([pass_at_k(len(r["samples"]), _correct(r), k) for r in records]))
+    return out
+
+
+def _correct(record: dict) -> int:
+    return sum(s["reward"] >= 1.0 for s in record["samples"])
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k)."""
+    if not 1 <= k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 1 <= k <= n and 0 <= c <= n; got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

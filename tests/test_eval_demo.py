@@ -1,0 +1,103 @@
+"""`arpo eval` (pass@k, tasks and dataset files, transcripts, bad input) and the `arpo demo` job."""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from arpo.cli import main
+from arpo.config import load_config
+from arpo.evaluate import pass_at_k
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("n, c, k", [(4, 1, 1), (4, 1, 4), (4, 0, 2), (5, 2, 2), (6, 3, 4), (3, 3, 1)])
+def test_pass_at_k_matches_subset_enumeration(n, c, k):
+    """Reference: the fraction of all k-subsets of the n samples that hold at least one correct sample."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(itertools.combinations(samples, k))
+    assert pass_at_k(n, c, k) == pytest.approx(sum(any(s) for s in subsets) / len(subsets))
+
+
+def test_pass_at_k_rejects_bad_counts():
+    with pytest.raises(ValueError, match="1 <= k <= n"):
+        pass_at_k(2, 1, 3)
+
+
+class _Run:
+    def __init__(self, capsys, *args):
+        self.returncode = main(["eval", *args])
+        captured = capsys.readouterr()
+        self.stdout, self.stderr = captured.out, captured.err
+
+
+@pytest.fixture
+def _eval(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)  # the default --model is relative to the repository
+    return lambda *args: _Run(capsys, *args)
+
+
+def test_eval_embedded_tasks_greedy_and_sampled(tmp_path, _eval):
+    r = _eval("--tasks", "arith,kbqa", "--limit", "3", "--out", str(tmp_path / "g"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "greedy" in r.stdout and "arith" in r.stdout and "kbqa" in r.stdout
+    records = [json.loads(line) for line in (tmp_path / "g" / "samples.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(len(rec["samples"]) == 1 for rec in records)
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["questions"] == 6 and 0.0 <= summary["accuracy"] <= 1.0 and summary["greedy"]
+    want = sum(s["reward"] >= 1.0 for rec in records for s in rec["samples"]) / 6
+    assert summary["accuracy"] == pytest.approx(want)
+
+    r = _eval("--tasks", "arith", "--limit", "2", "--n", "3", "--temperature", "1.0", "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["samples"] == 6 and "pass@2" in summary and "pass@3" in summary
+    assert summary["pass@3"] >= summary["pass@2"] >= summary["accuracy"]
+
+
+def test_eval_dataset_files(tmp_path, _eval):
+    jsonl = tmp_path / "qa.jsonl"
+    jsonl.write_text(json.dumps({"question": "What is 17 + 25?", "answer": ["42", "forty-two"]}) + "\n"
+                     + json.dumps({"question": "What is 3 * 7?", "answer": "21"}) + "\n")
+    parquet = tmp_path / "arpo.parquet"
+    pq.write_table(pa.Table.from_pylist([{
+        "data_source": "gsm8k", "prompt": [{"role": "user", "content": "What is 9 + 10?"}], "ability": "math",
+        "reward_model": {"style": "rule", "ground_truth": "19"}, "extra_info": {"index": 0}}]), parquet)
+    r = _eval("--tasks", f"{jsonl},{parquet}", "--reward", "exact_match", "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
+    assert [rec["ground_truth"] for rec in records] == [["42", "forty-two"], ["21"], ["19"]]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "nope"], "data.test[0]: must be an embedded task"),
+    (["--model", "/nonexistent/model"], "cannot load a tokenizer"),
+    (["--reward", "bogus"], "data.reward"),
+    (["--n", "0"], "--n must be >= 1"),
+])
+def test_eval_bad_input(args, message, _eval):
+    r = _eval(*args)
+    assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
+
+
+def test_demo_job_writes_report(tmp_path, capsys):
+    from arpo.demo import run_demo
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        f"train.output_dir={tmp_path / 'demo'}", "train.total_steps=1", "train.batch_size=2", "train.mini_batch_size=2",
+        "rollout.M=4", "rollout.N=2", "train.eval_every=0", "data.test=[arith]", "data.train=[arith]"])
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "old.txt").write_text("kept")
+    out = run_demo(cfg, greedy_limit=3, sampled_limit=2)
+    moved = list(tmp_path.glob("demo.old-*"))
+    assert len(moved) == 1 and (moved[0] / "old.txt").read_text() == "kept"  # nothing already written is lost
+    report = out["report"].read_text()
+    assert "| arith: accuracy (greedy) |" in report and "| all: pass@4 |" in report
+    assert "![reward](plots/reward.png)" in report and (tmp_path / "demo" / "plots" / "reward.png").exists()
+    assert out["after"]["greedy"]["questions"] == 3 and out["after"]["sampled"]["samples"] == 8
+    assert "| metric | before | after |" in capsys.readouterr().out

@@ -47,7 +47,8 @@ Enforced when granted (reported per call in ``PythonSandbox.last_isolation``):
   fresh read-only procfs of the new PID namespace (other processes' environ and cmdline are out of sight).
   The snippet can read host files as its uid may, but writes only to /tmp. Filesystem sockets stay
   connectable where their permissions allow. (If the interpreter lives under /tmp, the tmpfs is mounted on
-  the random working directory instead.)
+  the random working directory instead.) Wherever the snippet ran, the call's directory appears as /tmp in
+  its output, so the same code always gives the same text (and rollouts stay reproducible).
 - "uid" (host is root, not in a user namespace): the snippet runs as an unprivileged uid unique to the call
   (0x40000000 + wrapper pid) without capabilities, so file permissions bind it, it cannot undo the mounts or
   signal root's processes, and RLIMIT_NPROC (which never binds uid 0) caps its processes. Directories on the
@@ -321,6 +322,7 @@ class PythonSandbox:
             if cgroup is not None:
                 cgroup.remove()
             shutil.rmtree(workdir, ignore_errors=True)
+        head = head.replace(workdir.encode(), b"/tmp")  # the same text whatever the call's directory is named
         self.last_isolation = tokens - {"refused"}
         self._warn_once(self.last_isolation)
         if "refused" in tokens:

@@ -186,6 +186,7 @@ class Trainer:
                     self._say(f"stopped by signal after step {step}; resume with --resume")
                     break
         bar.close()
+        self.toolbox.close()
         if self.logger is not None:
             self.logger.close()
         return 0

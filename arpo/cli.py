@@ -1,4 +1,4 @@
-"""The `arpo` command: `arpo train`, `arpo eval`, `arpo plot`, `arpo demo`, `arpo config` and `arpo index`."""
+"""The `arpo` command: `arpo train | eval | compare | plot | demo | config | index`."""
 from __future__ import annotations
 
 import argparse
@@ -50,6 +50,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 2
     mode = "greedy" if summary["greedy"] else f"{args.n} samples at temperature {summary['temperature']}"
     print(f"{args.model} ({mode}, {summary['seconds']:.1f} s)\n{format_summary(summary)}\ntranscripts: {out}/samples.jsonl")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import run_compare
+
+    if args.config is None and _DEMO_CONFIG.exists():
+        args.config = str(_DEMO_CONFIG)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    run_compare(config_from_args(args), seeds, args.out, limit=args.limit)
     return 0
 
 
@@ -113,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="sampling seed")
     ev.add_argument("--out", default=None, help="output directory (default: runs/eval/MODEL_NAME)")
     ev.set_defaults(func=_cmd_eval)
+    cmp_ = sub.add_parser("compare", help="train ARPO and GRPO with the same budget over several seeds and "
+                                          "compare test accuracy, tool calls and rollout cost")
+    add_config_args(cmp_)
+    cmp_.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    cmp_.add_argument("--out", default="runs/compare", help="directory for the runs and report.md")
+    cmp_.add_argument("--limit", type=int, default=0, help="test questions per task in the final evaluation (0 = all)")
+    cmp_.set_defaults(func=_cmd_compare)
     plot = sub.add_parser("plot", help="draw a run's metrics.jsonl as PNG charts")
     plot.add_argument("run_dir", help="training run directory (train.output_dir)")
     plot.add_argument("--out", default=None, help="directory for the PNGs (default: RUN_DIR/plots)")

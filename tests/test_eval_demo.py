@@ -101,3 +101,25 @@ def test_demo_job_writes_report(tmp_path, capsys):
     assert "![reward](plots/reward.png)" in report and (tmp_path / "demo" / "plots" / "reward.png").exists()
     assert out["after"]["greedy"]["questions"] == 3 and out["after"]["sampled"]["samples"] == 8
     assert "| metric | before | after |" in capsys.readouterr().out
+
+
+def test_compare_trains_both_methods_and_resumes(tmp_path, monkeypatch):
+    from arpo import compare
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        "train.total_steps=1", "train.batch_size=2", "train.mini_batch_size=2", "rollout.M=4", "rollout.N=2",
+        "data.test=[arith]", "data.train=[arith]", "tools.enabled=[python]"])
+    results = compare.run_compare(cfg, [0], tmp_path, limit=2)
+    assert set(results) == {"arpo", "grpo"}
+    for m in ("arpo", "grpo"):
+        assert (tmp_path / f"{m}-seed0" / "checkpoints" / "step_000001").is_dir()
+        assert results[m]["rollout_tokens"][0] > 0 and 0.0 <= results[m]["accuracy"][0] <= 1.0
+    text = (tmp_path / "report.md").read_text()
+    assert "| accuracy_arith |" in text and "| ARPO | GRPO |" in text
+    assert json.loads((tmp_path / "compare.json").read_text())["results"] == results
+
+    def no_training(*a, **k):
+        raise AssertionError("finished runs must not be trained again")
+
+    monkeypatch.setattr(compare, "Trainer", no_training)
+    assert compare.run_compare(cfg, [0], tmp_path, limit=2) == results

@@ -20,6 +20,7 @@ bench: $(STAMP)
 	mkdir -p runs/bench
 	$(PYTEST) bench/bench_*.py --benchmark-only --benchmark-json=runs/bench/bench.json -q
 	$(PY) bench/ratios.py runs/bench/bench.json
+	$(PY) bench/report.py runs/bench/bench.json
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

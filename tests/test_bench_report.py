@@ -1,0 +1,32 @@
+"""bench/report.py: BENCHMARKS.md tables from pytest-benchmark JSON (ratios within each group, the machine)."""
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import report  # noqa: E402
+
+
+def _bench(name, group, mean, **extra):
+    return {"name": name, "group": group, "stats": {"mean": mean, "min": mean * 0.9}, "extra_info": extra}
+
+
+def test_report_tables_and_ratios(tmp_path):
+    data = {"machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}, "python_version": "3.11"},
+            "datetime": "2026-01-01", "benchmarks": [
+                _bench("flat", "update step", 3.0, tokens_forwarded=100), _bench("packed", "update step", 1.5),
+                _bench("torch", "loss", 0.004), _bench("numba", "loss", 0.001)]}
+    cpu = tmp_path / "bench.json"
+    cpu.write_text(json.dumps(data))
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({**data, "machine_info": {"node": "h200-box", "cpu": {"brand_raw": "Xeon"}}}))
+    out = tmp_path / "B.md"
+    report.GPU_SECTION = tmp_path / "GPU.md"
+    report.main([str(cpu), "--gpu", str(gpu), "--out", str(out)])
+    text = out.read_text()
+    assert "Machine: Test CPU, 2 cores" in text
+    assert "| packed | 1.500 s | 1.350 s | 2.00x |" in text and "| flat | 3.000 s |" in text
+    assert "| numba | 1.00 ms | 0.90 ms | 4.00x |" in text and "tokens_forwarded 100" in text
+    assert "## GPU (scripts/gpu_check.sh, h200-box)" in text and "Machine: Xeon" in text

@@ -295,7 +295,7 @@ class Trainer:
             if any(p != prints[0] for p in prints):
                 self._say(f"WARNING: the ranks' weights differ at step {step} (fingerprints in the checkpoint)")
         final = ckpt.checkpoint_dir(self.run_dir, step)
-        if self.dist.is_main and final.exists():
+        if final.exists():  # every rank looks before any of them can have written it (barriers below)
             return final
         tmp = ckpt.prepare_tmp(self.run_dir, step) if self.dist.is_main else ckpt.tmp_dir(self.run_dir, step)
         self.dist.barrier()

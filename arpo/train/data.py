@@ -2,6 +2,10 @@
 prompt over ``data.max_prompt_tokens`` is an error naming its row before any training), and the order in
 which training steps see them.
 
+The embedded tasks are always their canonical version (generator seed 0): ``train.seed`` changes the order
+and the sampling, never the questions (a seed-1 kbqa would ask about companies the seed-0 search index does
+not hold).
+
 Order: epoch e is a permutation of the examples drawn from (seed, e); step s takes positions
 [s·B, (s+1)·B) of the concatenated epochs (B = train.batch_size), so the prompts of a step depend on the step
 alone: a resumed run sees exactly what an uninterrupted one would. Under data parallelism rank r takes the
@@ -33,7 +37,7 @@ def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, limit: int = 0,
     entries = cfg.data.train if split == "train" else cfg.data.test
     examples: list[Example] = []
     for entry in entries:
-        rows = load_dataset(entry, split, cfg.train.seed)
+        rows = load_dataset(entry, split)  # the tasks' canonical data: train.seed must not change the questions
         examples += rows[:limit] if limit > 0 else rows
     bar = tqdm(examples, desc=f"tokenising {split} prompts", unit="prompt", disable=no_bar, leave=False)
     return [Prompt(ex, tuple(build_prompt(tokenizer, ex, cfg.tools.enabled, cfg.data.system_prompt,

@@ -181,3 +181,15 @@ def test_kl_to_reference_model_and_flat_update(tmp_path):
     assert trainer.train() == 0
     (m,) = read_metrics(out)
     assert "kl_mean" in m and abs(m["kl_mean"]) < 0.05 and m["loss"] == m["loss"]
+
+
+def test_training_seed_never_changes_the_questions(tmp_path):
+    """train.seed orders and samples; the embedded tasks stay the ones the search index was built from."""
+    from transformers import AutoTokenizer
+
+    from arpo.train.data import load_prompts
+
+    tok = AutoTokenizer.from_pretrained(ROOT / "assets" / "demo-agent")
+    a = load_prompts(tiny(tmp_path / "a", "train.seed=0", "data.train=[kbqa]"), tok, "train", limit=5, no_bar=True)
+    b = load_prompts(tiny(tmp_path / "b", "train.seed=7", "data.train=[kbqa]"), tok, "train", limit=5, no_bar=True)
+    assert [p.example.question for p in a] == [p.example.question for p in b]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ARPOConfig
+from .config import ARPOConfig, load_config
 from .eval_job import eval_config, run_eval
 from .train import checkpoint as ckpt
 from .train.tracking import read_metrics
@@ -33,6 +33,10 @@ def _run_config(cfg: ARPOConfig, method: str, seed: int, out: Path) -> ARPOConfi
 def _one_run(cfg: ARPOConfig, limit: int) -> dict:
     run_dir = Path(cfg.train.output_dir)
     final = ckpt.checkpoint_dir(run_dir, cfg.train.total_steps)
+    saved = run_dir / "config.yaml"
+    if saved.exists() and load_config(saved) != cfg:
+        raise ValueError(f"{run_dir} was trained with a different config than this study's; remove it or pick "
+                         "another --out")
     if not final.exists():
         latest = ckpt.latest_checkpoint(run_dir)
         Trainer(cfg, resume="latest" if latest else None).train()

@@ -123,3 +123,9 @@ def test_compare_trains_both_methods_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(compare, "Trainer", no_training)
     assert compare.run_compare(cfg, [0], tmp_path, limit=2) == results
+    other = load_config(ROOT / "configs" / "demo.yaml", ["train.lr=0.5", "train.total_steps=1", "train.batch_size=2",
+                                                          "train.mini_batch_size=2", "rollout.M=4", "rollout.N=2",
+                                                          "data.test=[arith]", "data.train=[arith]",
+                                                          "tools.enabled=[python]"])
+    with pytest.raises(ValueError, match="different config"):
+        compare.run_compare(other, [0], tmp_path, limit=2)

@@ -65,6 +65,15 @@ def _limit_memory(memory_bytes: int) -> None:
 
 
 def _peak_rss_bytes() -> int:
+    """This process's own peak resident memory. Not ``ru_maxrss``: Linux carries the parent's peak over fork and
+    exec into it, so a worker started by a trainer holding gigabytes would retire after every call."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB

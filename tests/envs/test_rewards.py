@@ -477,3 +477,18 @@ def test_custom_reward_bad_value(custom_module, attr, shown):
 def test_custom_reward_bad_path(custom_module, name, message):
     with pytest.raises(RewardError, match=message):
         get_reward_fn(name)
+
+
+def test_workers_of_a_big_parent_do_not_retire(small_pool):
+    """A worker's retire check measures its own peak memory, not the parent's: Linux carries the parent's peak
+    RSS (here over 600 MiB) into ru_maxrss of every child, which made each worker of a trainer retire after one
+    call, and each call wait for a fresh worker."""
+    import numpy as np
+
+    ballast = np.ones(600 << 17)  # 600 MiB of touched float64 pages in this (the parent) process
+    pool = small_pool(memory_bytes=1 << 30)  # retire above 512 MiB
+    pool.warm_up()
+    first = pool._idle.queue[0]
+    assert pool.equal(("2",), "2", timeout_s=10.0) is True
+    assert pool._idle.queue[0] is first and first.exitcode is None
+    del ballast

@@ -69,7 +69,8 @@ class Leaf:
 
 @dataclasses.dataclass
 class Rollout:
-    """The rollouts of one prompt: a tree with exactly M leaves and the leaves' details."""
+    """The rollouts of one prompt: a tree with exactly M leaves and the leaves' details, ordered by path identity
+    (deterministic for a seed, unlike the order in which paths finish)."""
 
     tree: TrajectoryTree
     leaves: list[Leaf]
@@ -154,7 +155,8 @@ class Sampler:
         finally:  # also when the engine or a tree raises: no sequence (and its KV) outlives the call
             wait(list(b.pending))
             self.engine.release(b.handles)
-        rollouts = [Rollout(t, [Leaf(p.node, self.tokenizer.decode(p.response), p.finish, p.calls) for p in ls])
+        rollouts = [Rollout(t, [Leaf(p.node, self.tokenizer.decode(p.response), p.finish, p.calls)
+                                for p in sorted(ls, key=lambda p: p.key)])  # not finish order: that is timing
                     for t, ls in zip(b.trees, b.leaves)]
         self.last_metrics = b.stats.metrics(rollouts, time.perf_counter() - start)
         return rollouts

@@ -104,12 +104,13 @@ class MetricSums:
         return out
 
 
-def micro_share(mb: MicroBatch, mini: Sequence[MicroBatch]) -> float:
-    """The micro-batch's share of its mini-batch (flat: its normaliser share; packed: its loss weight)."""
-    if not mb.packed:
-        return mb.scale
-    total = sum(float(m.terms["loss_weight"].sum()) for m in mini)
-    return float(mb.terms["loss_weight"].sum()) / total if total > 0 else 0.0
+def micro_shares(mini: Sequence[MicroBatch]) -> list[float]:
+    """Each micro-batch's share of its mini-batch (flat: its normaliser share; packed: its loss weight)."""
+    if not mini or not mini[0].packed:
+        return [mb.scale for mb in mini]
+    weights = [float(mb.terms["loss_weight"].sum()) for mb in mini]
+    total = sum(weights)
+    return [w / total if total > 0 else 0.0 for w in weights]
 
 
 def ppo_update(opt, batches: Sequence[Sequence[MicroBatch]], algo: AlgoConfig, epochs: int,
@@ -117,14 +118,15 @@ def ppo_update(opt, batches: Sequence[Sequence[MicroBatch]], algo: AlgoConfig, e
     """``epochs`` passes over the mini-batches ``batches`` (order shuffled by ``rng`` each epoch); one
     optimiser step per mini-batch. ``opt``: a ``train.optim`` backend. Returns (metrics, tokens forwarded)."""
     sums, forwarded, steps = MetricSums(), 0, 0
+    shares_of = [micro_shares(mini) for mini in batches]  # computed once, not per micro-batch and epoch
     for _ in range(epochs):
         for i in rng.permutation(len(batches)):
-            mini = batches[i]
+            mini, shares = batches[i], shares_of[i]
             for j, mb in enumerate(mini):
                 lp, ent = opt.forward(mb)
                 loss, metrics = micro_batch_loss(mb, lp, ent, algo, opt.kernel_backend)
                 opt.backward(loss, last=j == len(mini) - 1)
-                sums.add(loss.detach(), metrics, micro_share(mb, mini))
+                sums.add(loss.detach(), metrics, shares[j])
                 forwarded += mb.tokens
                 if on_micro is not None:
                     on_micro()

@@ -58,7 +58,7 @@ __all__ = [
 
 EMBEDDED_TASKS = ("arith", "kbqa")
 DATA_SUFFIXES = (".parquet", ".jsonl")
-REWARD_FNS = ("auto", "exact_match", "f1", "math", "format")
+REWARD_FNS = ("auto", "exact_match", "f1", "math", "format", "random")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _OVERRIDE_FORM = "SECTION.FIELD=VALUE (e.g. rollout.M=16, algo.dual_clip=null, data.train=[arith, kbqa])"
 
@@ -276,8 +276,10 @@ class DataConfig(_Section):
     reward: str = _f(
         "auto",
         "reward function: auto (per task / data_source), exact_match, f1, math, format, "
+        "random (a control: Bernoulli(data.random_reward_p), independent of the answer, seeded by train.seed), "
         "or a custom one as 'package.module:function'",
     )
+    random_reward_p: float = _f(0.5, "probability of reward 1 under data.reward = random (the control)")
 
     def validate(self) -> None:
         self._require(len(self.train) > 0, "train", "a non-empty list of task names or files")
@@ -285,6 +287,7 @@ class DataConfig(_Section):
             for i, entry in enumerate(getattr(self, name)):
                 _check_dataset(f"{self._key(name)}[{i}]", entry)
         self._require(self.max_prompt_tokens >= 1, "max_prompt_tokens", ">= 1")
+        self._require(0.0 <= self.random_reward_p <= 1.0, "random_reward_p", "a probability in [0, 1]")
         self._require(
             self.reward in REWARD_FNS or bool(_IMPORT_PATH.match(self.reward)),
             "reward",

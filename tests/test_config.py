@@ -345,7 +345,7 @@ def test_wrong_type_in_python_constructor_is_rejected():
         ),
         (
             "data.reward=bleu",
-            "data.reward: must be one of auto, exact_match, f1, math, format or an import path",
+            "data.reward: must be one of auto, exact_match, f1, math, format, random or an import path",
         ),
         ("model.dtype=int8", "model.dtype: must be one of 'float32', 'bfloat16', 'float16'; got 'int8'"),
     ],

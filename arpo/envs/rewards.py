@@ -15,6 +15,9 @@ more accepted answers and the score is the best over them. The answer is the con
   ``17`` = ``17.0`` = ``\\boxed{17}``, ``\\frac12`` = ``0.5`` = ``1/2``, ``\\sqrt{2}`` = ``2^{1/2}``,
   ``x=3`` = ``3``, ``50\\%`` = ``0.5``; floats are compared to 6 decimals (``0.3333`` != ``1/3``).
 - ``format``: 1 if the response is well formed (see ``format_reward``).
+- ``random``: the control reward: 1 with probability ``p``, independent of the answer's correctness. The draw
+  is a hash of (seed, ground truth, response), so it is reproducible (a resumed run scores the same
+  responses the same) and two different responses are independent draws.
 
 Time and memory limits: sympy can run for ever (``9^{9^{9}}`` against ``1`` does), and math-verify's own limit
 uses ``signal.alarm``, which raises in any thread but the main one. So parsing and comparison run in a pool of
@@ -38,6 +41,7 @@ from __future__ import annotations
 import atexit
 import collections
 import functools
+import hashlib
 import importlib
 import json
 import logging
@@ -70,6 +74,7 @@ __all__ = [
     "get_reward_fn",
     "math_reward",
     "normalize_answer",
+    "random_reward",
     "strip_results",
     "warm_up",
 ]
@@ -476,12 +481,29 @@ def auto_reward_name(data_source: str) -> str:
     return "math" if any(hint in lowered for hint in AUTO_MATH_HINTS) else AUTO_DEFAULT
 
 
-def get_reward_fn(name: str, data_source: str | None = None) -> RewardFn:
+def random_reward(p: float, seed: int = 0) -> RewardFn:
+    """The control reward: Bernoulli(``p``) drawn from a hash of (seed, ground truth, response)."""
+    if not 0.0 <= p <= 1.0:
+        raise RewardError(f"random reward: p must be in [0, 1], got {p}")
+
+    def reward(response: str, ground_truth: Sequence[str]) -> float:
+        key = "\0".join([str(seed), *_answers(ground_truth), response]).encode("utf-8", "surrogatepass")
+        draw = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") / 2.0**64
+        return float(draw < p)
+
+    return reward
+
+
+def get_reward_fn(name: str, data_source: str | None = None, *, random_p: float = 0.5,
+                  seed: int = 0) -> RewardFn:
     """The reward function named ``name``: one of ``config.REWARD_FNS`` or ``'package.module:function'``.
 
-    ``auto`` needs ``data_source`` (see ``auto_reward_name``). A custom function is imported, checked to be
-    callable and wrapped so that a return value other than a bool or a finite number in [0, 1] raises.
+    ``auto`` needs ``data_source`` (see ``auto_reward_name``). ``random`` is ``random_reward(random_p, seed)``.
+    A custom function is imported, checked to be callable and wrapped so that a return value other than a bool
+    or a finite number in [0, 1] raises.
     """
+    if name == "random":
+        return random_reward(random_p, seed)
     if name == "auto":
         if data_source is None:
             raise RewardError("reward 'auto' picks a function per data_source; none was given")

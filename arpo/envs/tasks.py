@@ -8,7 +8,16 @@ born?"). The base has one passage per company (who founded it, when) and one per
 job); company names share words and people share first or last names, so a search returns distractors. A
 question names only the company: answering needs one ``<search>`` for the company (to learn the founder) and a
 second for the founder. The passages are the search corpus (``kbqa_corpus``; ``kbqa_index`` builds its FTS5
-index once in a cache directory). Splits ask about disjoint companies, so test answers are not memorised.
+index once in a cache directory).
+
+Splits, and who sees which (no question is in two splits; a test checks it):
+- ``sft``: the demo agent's supervised warm start (``scripts/make_demo_model.py``) and nothing else;
+- ``train``: the RL training prompts of ``arpo train`` / ``arpo demo`` — never seen in SFT;
+- ``validation``: free for tuning; ``test``: held-out evaluation (``arpo eval``, the demo's before/after).
+kbqa splits ask about disjoint companies (sft 0-600, train 600-1200, validation 1200-1400, test 1400-1600 of
+the generated world), so neither RL nor evaluation meets a company whose facts the agent memorised in SFT.
+arith splits are independent random streams; a question already in an earlier split (order: sft, train,
+validation, test) is drawn again.
 
 Everything is a pure function of (task, split, seed): Python's ``random.Random`` seeded with a string is
 stable across platforms and Python 3 versions.
@@ -24,11 +33,12 @@ from pathlib import Path
 
 from .example import Example
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("sft", "train", "validation", "test")
 SPLIT_SIZES = {  # examples per split
-    "arith": {"train": 4000, "validation": 200, "test": 200},
-    "kbqa": {"train": 3600, "validation": 200, "test": 200},  # 1200 / 200 / 200 companies, 3 questions each
+    "arith": {"sft": 3000, "train": 4000, "validation": 200, "test": 200},
+    "kbqa": {"sft": 1800, "train": 1800, "validation": 200, "test": 200},  # 600/600/200/200 companies, 3 q. each
 }
+_KBQA_COMPANIES = {"sft": (0, 600), "train": (600, 1200), "validation": (1200, 1400), "test": (1400, 1600)}
 
 
 def load_task(name: str, split: str, seed: int = 0) -> list[Example]:
@@ -61,16 +71,27 @@ _ARITH = [
 
 
 def _arith(split: str, seed: int) -> list[Example]:
+    seen: set[str] = set()
+    for earlier in SPLITS[: SPLITS.index(split)]:
+        seen.update(e.question for e in _arith_stream(earlier, seed, set()))
+    return _arith_stream(split, seed, seen)
+
+
+def _arith_stream(split: str, seed: int, seen: set[str]) -> list[Example]:
+    """The examples of ``split``, skipping questions in ``seen`` (those of earlier splits)."""
     rng = random.Random(f"arith:{split}:{seed}")
-    out = []
-    for i in range(SPLIT_SIZES["arith"][split]):
+    out: list[Example] = []
+    while len(out) < SPLIT_SIZES["arith"][split]:
         question, expr = rng.choice(_ARITH)
         value = -1
         while value < 0:  # word problems have non-negative answers
             nums = {k: str(rng.randint(12, 999)) for k in "abcd"}
             code = expr.format(**nums)
             value = eval(code, {"__builtins__": {}})  # our own template: integer literals and + - * % **
-        out.append(_example("arith", split, i, question.format(**nums), str(value), code=f"print({code})"))
+        text = question.format(**nums)
+        if text not in seen:
+            seen.add(text)
+            out.append(_example("arith", split, len(out), text, str(value), code=f"print({code})"))
     return out
 
 
@@ -132,7 +153,7 @@ def kbqa_corpus(seed: int = 0) -> list[dict]:
 
 def _kbqa(split: str, seed: int) -> list[Example]:
     world = _world(seed)
-    bounds = {"train": (0, 1200), "validation": (1200, 1400), "test": (1400, 1600)}[split]
+    bounds = _KBQA_COMPANIES[split]
     rng = random.Random(f"kbqa:{split}:{seed}")
     pairs = [(w, kind) for w in world[slice(*bounds)] for kind in _QUESTIONS]
     rng.shuffle(pairs)

@@ -230,7 +230,8 @@ class Trainer:
     def _score(self, prompts, rollouts: list[Rollout]) -> dict:
         rewards = []
         for p, r in zip(prompts, rollouts):
-            fn = rewards_mod.get_reward_fn(self.cfg.data.reward, p.example.data_source)
+            fn = rewards_mod.get_reward_fn(self.cfg.data.reward, p.example.data_source,
+                                           random_p=self.cfg.data.random_reward_p, seed=self.cfg.train.seed)
             for leaf in r.leaves:
                 value = float(fn(leaf.text, p.example.ground_truth))
                 r.tree.set_reward(leaf.node, value)

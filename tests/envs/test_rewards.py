@@ -392,7 +392,7 @@ def test_math_in_a_script_with_a_slow_main_module(tmp_path):
 
 
 def test_builtin_names_cover_config():
-    assert set(REWARD_FNS) == {"auto", *rewards._BUILTIN}
+    assert set(REWARD_FNS) == {"auto", "random", *rewards._BUILTIN}
     assert get_reward_fn("exact_match") is exact_match_reward
     assert get_reward_fn("f1") is f1_reward
     assert get_reward_fn("math") is math_reward
@@ -492,3 +492,31 @@ def test_workers_of_a_big_parent_do_not_retire(small_pool):
     assert pool.equal(("2",), "2", timeout_s=10.0) is True
     assert pool._idle.queue[0] is first and first.exitcode is None
     del ballast
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the random control reward
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.85, 1.0])
+def test_random_reward_is_bernoulli_p_and_ignores_correctness(p):
+    fn = get_reward_fn("random", "arith", random_p=p, seed=3)
+    right = [fn(f"<answer>{i}</answer> {k}", [str(i)]) for i in range(2000) for k in range(2)]
+    wrong = [fn(f"<answer>{i + 1}</answer> {k}", [str(i)]) for i in range(2000) for k in range(2)]
+    assert set(right + wrong) <= {0.0, 1.0}
+    for values in (right, wrong):  # 4000 draws each: 4 standard errors of a Bernoulli mean is <= 0.032
+        assert abs(sum(values) / len(values) - p) <= 4 * (p * (1 - p) / len(values)) ** 0.5 + 1e-12
+
+
+def test_random_reward_is_reproducible_and_seeded():
+    a, b = get_reward_fn("random", random_p=0.5, seed=0), get_reward_fn("random", random_p=0.5, seed=0)
+    c = get_reward_fn("random", random_p=0.5, seed=1)
+    texts = [f"<answer>{i}</answer>" for i in range(200)]
+    assert [a(t, ["1"]) for t in texts] == [b(t, ["1"]) for t in texts]  # same seed: same draws
+    assert [a(t, ["1"]) for t in texts] != [c(t, ["1"]) for t in texts]  # another seed: other draws
+    assert [a(t, ["1"]) for t in texts] != [a(t, ["2"]) for t in texts]  # the ground truth is in the key
+
+
+def test_random_reward_rejects_a_bad_probability():
+    with pytest.raises(RewardError, match="p must be in"):
+        rewards.random_reward(1.5)

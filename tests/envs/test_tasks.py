@@ -53,6 +53,17 @@ def test_kbqa_two_hops_through_the_corpus_and_disjoint_splits():
     assert all(len(s) == 1 for s in companies.values())  # no company appears in two splits
 
 
+def test_arith_splits_are_disjoint():
+    questions = [{e.question for e in load_task("arith", split)} for split in SPLITS]
+    for i in range(len(SPLITS)):
+        for j in range(i + 1, len(SPLITS)):
+            assert not questions[i] & questions[j], (SPLITS[i], SPLITS[j])
+
+
+def test_the_sft_split_is_first_and_train_test_come_after():
+    assert SPLITS[0] == "sft" and SPLITS.index("train") < SPLITS.index("test")
+
+
 def test_kbqa_has_distractors():
     titles = [d["title"] for d in kbqa_corpus()]
     stems = [t.split()[0] for t in titles if t.split()[-1] in ("Labs", "Foods", "Motors", "Systems", "Books",
@@ -63,7 +74,7 @@ def test_kbqa_has_distractors():
 def test_bad_task_or_split():
     with pytest.raises(ValueError, match="unknown embedded task 'nope'.*arith, kbqa"):
         load_task("nope", "train")
-    with pytest.raises(ValueError, match="unknown split 'dev'.*train, validation, test"):
+    with pytest.raises(ValueError, match="unknown split 'dev'.*sft, train, validation, test"):
         load_task("arith", "dev")
 
 

@@ -1,12 +1,22 @@
 """Evaluation: roll out each test prompt ``n`` times with the tools (greedy by default: top-k 1), score every
 sample with the reward, and summarise per data source and overall.
 
-Summary keys (per source under ``by_source``, and overall): ``accuracy`` (fraction of samples with full
-reward, 1.0: pass@1), ``pass@k`` for k = 1, 2, 4, ... up to n and k = n (the unbiased estimator of Chen et al.
-2021 from the n samples of each question: 1 - C(n-c, k) / C(n, k) with c correct, averaged over questions),
-``reward`` (mean reward), ``tool_calls`` (per sample), ``response_tokens`` (per sample, tool results
-included), ``questions``, ``samples``, ``seconds``. Records: one dict per question with its samples' texts,
-rewards, finish reasons and tool calls, for transcripts.
+Summary keys (per source under ``by_source``, and overall):
+- ``accuracy``: fraction of samples with full reward, 1.0 (pass@1);
+- ``accuracy_se``: its standard error clustered by question: with a_q the fraction of question q's samples
+  that are correct, std(a_q, ddof=1) / sqrt(Q) over the Q questions (nan when Q < 2);
+- ``pass@k`` for k = 1, 2, 4, ... up to n and k = n: the unbiased estimator of Chen et al. 2021 from the n
+  samples of each question, 1 - C(n-c, k) / C(n, k) with c correct, averaged over questions;
+- ``reward``: mean reward;
+- ``tool_calls``: tool calls on a sample's path, per sample;
+- ``tool_executions``: tool calls executed, per sample (the questions' executed calls summed, over the number
+  of samples); ``tool_executions_per_question``: the same over the number of questions. Evaluation never
+  branches, so each call runs for one sample only and this equals ``tool_calls``; the two differ only for
+  branched (ARPO) rollouts, where a call made before a fork is on the paths of several leaves;
+- ``response_tokens``: per sample, tool results included; ``questions``, ``samples``, ``seconds``.
+
+Records: one dict per question with its samples' texts, rewards, finish reasons and tool calls (on path), and
+the question's ``tool_executions``, for transcripts.
 """
 from __future__ import annotations
 
@@ -53,7 +63,8 @@ def _record(example, rollout: Rollout, reward_fn) -> dict:
         samples.append({"text": leaf.text, "reward": float(reward_fn(leaf.text, example.ground_truth)),
                         "finish": leaf.finish, "tool_calls": leaf.tool_calls, "response_tokens": tokens})
     return {"uid": example.uid, "data_source": example.data_source, "question": example.question,
-            "ground_truth": list(example.ground_truth), "samples": samples}
+            "ground_truth": list(example.ground_truth), "tool_executions": rollout.tool_executions,
+            "samples": samples}
 
 
 def summarize(records: list[dict], seconds: float) -> dict:
@@ -71,13 +82,25 @@ def _means(records: list[dict]) -> dict:
     def mean(key, fn=float):
         return float(np.mean([fn(s[key]) for s in samples])) if samples else float("nan")
 
-    out = {"accuracy": mean("reward", lambda x: float(x >= 1.0)), "reward": mean("reward"),
-           "tool_calls": mean("tool_calls"), "response_tokens": mean("response_tokens"),
-           "questions": len(records), "samples": len(samples)}
+    executed = sum(r["tool_executions"] for r in records)
+    out = {"accuracy": mean("reward", lambda x: float(x >= 1.0)), "accuracy_se": _accuracy_se(records),
+           "reward": mean("reward"), "tool_calls": mean("tool_calls"),
+           "tool_executions": executed / len(samples) if samples else float("nan"),
+           "tool_executions_per_question": executed / len(records) if records else float("nan"),
+           "response_tokens": mean("response_tokens"), "questions": len(records), "samples": len(samples)}
     n = min((len(r["samples"]) for r in records), default=0)
     for k in sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | ({n} if n else set())):
         out[f"pass@{k}"] = float(np.mean([pass_at_k(len(r["samples"]), _correct(r), k) for r in records]))
     return out
+
+
+def _accuracy_se(records: list[dict]) -> float:
+    """Standard error of the accuracy clustered by question: std of the per-question accuracies (ddof 1) over
+    sqrt(Q); nan for fewer than two questions."""
+    per_question = [_correct(r) / len(r["samples"]) for r in records if r["samples"]]
+    if len(per_question) < 2:
+        return float("nan")
+    return float(np.std(per_question, ddof=1) / math.sqrt(len(per_question)))
 
 
 def _correct(record: dict) -> int:

@@ -3,7 +3,8 @@
 One PNG per panel group, each panel a metric against the training step (metrics a run never logged are left
 out; a group with none is not drawn):
   reward.png      reward, training accuracy, evaluation accuracy (overall and per task)
-  tools.png       tool calls per trajectory, branches, fill-ups, finish reasons
+  tools.png       tool calls per trajectory (on the path; executed: a call before a fork runs once),
+                  branches, fill-ups, finish reasons
   entropy.png     policy entropy, H_init / H_t of the rollouts, response length
   loss.png        loss, clip fractions, approx. KL (old→new), KL to the reference, gradient norm, lr
   throughput.png  generated tokens/s, trained tokens/s, prefix reuse, sharing ratio (flat / unique tokens)
@@ -19,7 +20,8 @@ from .train.tracking import read_metrics
 GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "reward": [("reward (train)", ["reward_mean"]), ("accuracy (train)", ["accuracy"]),
                ("accuracy (eval)", ["eval_accuracy", "eval_arith_accuracy", "eval_kbqa_accuracy"])],
-    "tools": [("tool calls / trajectory", ["tool_calls_per_traj", "eval_tool_calls"]),
+    "tools": [("tool calls / trajectory", ["tool_calls_on_path_per_traj", "tool_executions_per_traj",
+                                           "eval_tool_calls", "eval_tool_executions"]),
               ("branches & fill-ups", ["branches", "fills"]),
               ("finish reasons", ["finish_answer", "finish_length", "finish_eos", "finish_tool_limit"])],
     "entropy": [("policy entropy (trained tokens)", ["entropy_mean"]),

@@ -21,6 +21,13 @@ the ``stochastic`` rule) derives from the sampler's seed, the path's key ((promp
 (segment, child) per fork) and its segment number. Tool calls finish in whatever order the pool returns them,
 which changes how requests are batched but not what any path samples, so a seed reproduces a rollout.
 
+Two tool-call counts: a leaf's ``tool_calls`` are the calls on its root-to-leaf path, so a call made before a
+fork is counted once per leaf below it; ``Rollout.tool_executions`` counts the calls the sampler submitted to
+the ``ToolBox`` for the prompt (kind "tool": each run once, whatever number of leaves share it; "invalid"
+actions run nothing and are not counted). ``last_metrics``: ``tool_calls_on_path_per_traj`` (mean of
+``tool_calls`` over leaves), ``tool_executions_per_traj`` (executed calls / leaves) and
+``tool_executions_per_prompt`` (executed calls / prompts). GRPO never forks, so there the two agree.
+
 The branch decision needs only a segment's first k tokens; it is taken when the segment ends, and the
 children fork at the boundary before it, which is the same as deciding after k tokens.
 """
@@ -59,7 +66,7 @@ class _Path:
 class Leaf:
     """One finished trajectory: its leaf node, response text, why it ended (answer | eos | length |
     tool_limit: a call past rollout.max_tool_calls | stop: a stop string without a complete action) and how
-    many tool calls it made."""
+    many tool calls are on its path (a call made before a fork counts for every leaf below the fork)."""
 
     node: int
     text: str
@@ -70,10 +77,12 @@ class Leaf:
 @dataclasses.dataclass
 class Rollout:
     """The rollouts of one prompt: a tree with exactly M leaves and the leaves' details, ordered by path identity
-    (deterministic for a seed, unlike the order in which paths finish)."""
+    (deterministic for a seed, unlike the order in which paths finish), and the number of tool calls executed
+    for the prompt (each once, however many leaves share it: at most the leaves' ``tool_calls`` summed)."""
 
     tree: TrajectoryTree
     leaves: list[Leaf]
+    tool_executions: int
 
 
 @dataclasses.dataclass
@@ -87,14 +96,18 @@ class _Stats:
     cached: int = 0
     history: int = 0  # tokens already in the sequences the requests continue (what sharing can serve)
     engine_seconds: float = 0.0  # wall time inside engine.generate (the rest: tools, bookkeeping)
+    tool_executions: list[int] = dataclasses.field(default_factory=list)  # per prompt: "tool" calls submitted
 
     def metrics(self, rollouts: list[Rollout], seconds: float) -> dict[str, float]:
         def mean(x):
             return float(np.mean(x)) if len(x) else float("nan")
 
         leaves = [leaf for r in rollouts for leaf in r.leaves]
+        executed = sum(self.tool_executions)
         return {
-            "tool_calls_per_traj": mean([leaf.tool_calls for leaf in leaves]),
+            "tool_calls_on_path_per_traj": mean([leaf.tool_calls for leaf in leaves]),
+            "tool_executions_per_traj": executed / len(leaves) if leaves else float("nan"),
+            "tool_executions_per_prompt": executed / len(rollouts) if rollouts else float("nan"),
             "branches": float(self.branches),
             "fills": float(self.fills),
             "h_init_mean": mean(self.h_init),
@@ -143,7 +156,7 @@ class Sampler:
         start = time.perf_counter()
         initial = self.cfg.N if self.cfg.mode == "arpo" else self.cfg.M
         b = _Batch([TrajectoryTree(p) for p in prompts], [], [initial] * len(prompts), [[] for _ in prompts],
-                   progress=progress)
+                   stats=_Stats(tool_executions=[0] * len(prompts)), progress=progress)
         b.roots = [r.handle for r in self._generate(b, [Request(tuple(p), self._params(0)) for p in prompts])]
         queue = [_Path(i, 0, b.roots[i], [], key=(i, j)) for i in range(len(prompts)) for j in range(initial)]
         try:
@@ -156,8 +169,9 @@ class Sampler:
             wait(list(b.pending))
             self.engine.release(b.handles)
         rollouts = [Rollout(t, [Leaf(p.node, self.tokenizer.decode(p.response), p.finish, p.calls)
-                                for p in sorted(ls, key=lambda p: p.key)])  # not finish order: that is timing
-                    for t, ls in zip(b.trees, b.leaves)]
+                                for p in sorted(ls, key=lambda p: p.key)],  # not finish order: that is timing
+                            executed)
+                    for t, ls, executed in zip(b.trees, b.leaves, b.stats.tool_executions)]
         self.last_metrics = b.stats.metrics(rollouts, time.perf_counter() - start)
         return rollouts
 
@@ -192,6 +206,7 @@ class Sampler:
             if self._remaining(p) > 0:
                 b.pending[self.tools.submit(action, p.calls)] = p
                 p.calls += action.kind == "tool"
+                b.stats.tool_executions[p.prompt] += action.kind == "tool"
             else:
                 self._end(b, p, "length")
         else:

@@ -110,7 +110,9 @@ def summary_line(m: dict, total_steps: int) -> str:
         return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else fmt.format(v)
 
     parts = [f"step {m['step']}/{total_steps}", f"reward {f('reward_mean')}", f"acc {f('accuracy')}",
-             f"tools {f('tool_calls_per_traj', '{:.2f}')}", f"branches {f('branches', '{:.0f}')}",
+             f"tools/traj path {f('tool_calls_on_path_per_traj', '{:.2f}')}"
+             f" exec {f('tool_executions_per_traj', '{:.2f}')}",
+             f"branches {f('branches', '{:.0f}')}",
              f"H {f('entropy_mean')}", f"kl {f('approx_kl', '{:.2e}')}", f"clip {f('clip_frac', '{:.3f}')}",
              f"gnorm {f('grad_norm', '{:.2f}')}",
              f"{f('time_step', '{:.1f}')}s (rollout {f('time_rollout', '{:.1f}')}, update {f('time_update', '{:.1f}')})"]

@@ -8,6 +8,7 @@ from pathlib import Path
 from .config import ConfigError, add_config_args, config_from_args, describe_config, dump_yaml
 
 _DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+_STUDY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study.yaml"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -15,8 +16,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.config is None and _DEMO_CONFIG.exists():
         args.config = str(_DEMO_CONFIG)
-    run_demo(config_from_args(args))
-    return 0
+    out = run_demo(config_from_args(args), limit=args.limit, greedy=args.greedy)
+    return 0 if out["stopped_at"] is None else 130
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -56,10 +57,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .compare import run_compare
 
-    if args.config is None and _DEMO_CONFIG.exists():
-        args.config = str(_DEMO_CONFIG)
+    if args.config is None and _STUDY_CONFIG.exists():
+        args.config = str(_STUDY_CONFIG)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    run_compare(config_from_args(args), seeds, args.out, limit=args.limit)
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    run_compare(config_from_args(args), seeds, args.out, arms=arms, control=args.control, samples=args.samples,
+                limit=args.limit, m_matched=args.matched_m)
     return 0
 
 
@@ -124,9 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="output directory (default: runs/eval/MODEL_NAME)")
     ev.set_defaults(func=_cmd_eval)
     cmp_ = sub.add_parser("compare", help="train ARPO and GRPO with the same budget over several seeds and "
-                                          "compare test accuracy, tool calls and rollout cost")
+                                          "compare test accuracy, tool executions and rollout cost "
+                                          "(configs/study.yaml by default)")
     add_config_args(cmp_)
-    cmp_.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
+    cmp_.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds")
+    cmp_.add_argument("--arms", default="arpo,arpo-stochastic,grpo,grpo-matched",
+                      help="comma-separated arms: arpo (threshold rule), arpo-stochastic, grpo (same M), "
+                           "grpo-matched (GRPO with about ARPO's tool executions per prompt), control")
+    cmp_.add_argument("--control", action="store_true",
+                      help="add the control arm: ARPO on a random reward (data.random_reward_p), same budget")
+    cmp_.add_argument("--samples", type=int, default=4, help="samples per test question (T = rollout.temperature)")
+    cmp_.add_argument("--matched-m", type=int, default=None,
+                      help="M of grpo-matched (default: from the arpo and grpo runs' tool executions)")
     cmp_.add_argument("--out", default="runs/compare", help="directory for the runs and report.md")
     cmp_.add_argument("--limit", type=int, default=0, help="test questions per task in the final evaluation (0 = all)")
     cmp_.set_defaults(func=_cmd_compare)
@@ -137,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the main job: evaluate the demo agent, train it with ARPO, evaluate "
                                        "again, write RUN_DIR/report.md (configs/demo.yaml by default)")
     add_config_args(demo)
+    demo.add_argument("--limit", type=int, default=0, help="test questions per task in the evaluations (0 = all)")
+    demo.add_argument("--greedy", action="store_true", help="also evaluate greedily (adds time)")
     demo.set_defaults(func=_cmd_demo)
     config = sub.add_parser("config", help="print the resolved config as YAML (after --config and --set)")
     add_config_args(config)

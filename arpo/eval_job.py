@@ -41,11 +41,17 @@ def load_policy(model_path: str, cfg: ARPOConfig):
     return model.eval().requires_grad_(False), tokenizer
 
 
-def run_eval(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: float | None = None, limit: int = 0,
-             out_dir: str | Path | None = None, seed: int = 0, model=None, tokenizer=None,
-             quiet: bool | None = None) -> dict:
+def run_eval(cfg: ARPOConfig, model_path: str, **kwargs) -> dict:
+    """Evaluate ``model_path`` on ``cfg.data.test``; returns the summary (see ``arpo.evaluate``); the keyword
+    arguments are ``eval_records``'."""
+    return eval_records(cfg, model_path, **kwargs)[0]
+
+
+def eval_records(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: float | None = None, limit: int = 0,
+                 out_dir: str | Path | None = None, seed: int = 0, model=None, tokenizer=None,
+                 quiet: bool | None = None) -> tuple[dict, list[dict]]:
     """Evaluate ``model_path`` (or an already loaded ``model``/``tokenizer``) on ``cfg.data.test``; returns the
-    summary (see ``arpo.evaluate``) and writes transcripts to ``out_dir`` when given."""
+    summary and the per-question records (see ``arpo.evaluate``) and writes them to ``out_dir`` when given."""
     from tqdm import tqdm
 
     from .engines.hf import HFEngine
@@ -66,7 +72,7 @@ def run_eval(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: float
     summary.update(model=str(model_path), n=n, greedy=greedy, temperature=None if greedy else rollout.temperature)
     if out_dir is not None:
         write_outputs(Path(out_dir), summary, records)
-    return summary
+    return summary, records
 
 
 def write_outputs(out: Path, summary: dict, records: list[dict]) -> None:

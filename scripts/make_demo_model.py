@@ -4,12 +4,21 @@
    (<|im_start|>, <|im_end|>, <|endoftext|>) as special tokens, the tool tags (<python>, </python>, <search>,
    </search>, <result>, </result>, <answer>, </answer>) as single added tokens, and a Qwen-style chat template.
 2. A small ``Qwen2ForCausalLM`` (about 1.5M parameters, tied embeddings).
-3. A supervised warm start on demonstrations built by running the REAL tools (the python sandbox and the kbqa
-   search index) on training questions: the model learns the tag protocol and to use the tools, with loss on
-   its own tokens only (prompt and tool results masked, as in RL).
-4. A greedy evaluation on the test splits with the real tools, printed and written to ``eval.json``.
+3. A supervised warm start on demonstrations of the tasks' ``sft`` split ONLY (disjoint from the ``train``
+   prompts RL uses and the ``test`` questions evaluation uses; see ``arpo/envs/tasks.py``), built by running
+   the REAL tools (the python sandbox and the kbqa search index), with loss on the agent's own tokens only.
+   The demonstrator is imperfect on purpose, so that RL has something to learn that transfers to unseen
+   questions — *when* to use the tools:
+   - arith: a fraction ``--direct-frac`` of demonstrations answer at once, without ``<python>`` (the
+     demonstrator knew the answer; the small model cannot compute it and guesses wrong on new questions);
+   - kbqa: all demonstrations search the company; a fraction ``--skip-hop-frac`` then answer at once instead
+     of searching the founder (again right only for the demonstrator). The decision comes right after a tool
+     result, where ARPO's entropy rule branches.
+   At temperature 1 the agent therefore skips the tool step about that often and is then nearly always wrong;
+   the tool path is right most of the time. Starting pass@1 is moderate and pass@4 well above it.
+4. An evaluation on the test splits with the real tools — greedy, and 4 samples at T=1 (pass@1 with its
+   standard error, pass@4) — printed and written to ``eval.json``.
 
-The step count is chosen so that the model uses the tools with moderate accuracy, leaving room for RL.
 Run:  python scripts/make_demo_model.py --out assets/demo-agent      (about 10 minutes on 2 cores)
 Same machine + same torch → the same weights (seeded; data and tokenizer are deterministic).
 """
@@ -34,13 +43,13 @@ from arpo.config import RolloutConfig
 from arpo.engines.hf import HFEngine
 from arpo.envs.datasets import build_prompt
 from arpo.envs.prompts import system_prompt
-from arpo.envs.rewards import get_reward_fn
 from arpo.envs.tasks import kbqa_corpus, kbqa_index, load_task
-from arpo.rollout.sampler import Sampler
+from arpo.evaluate import evaluate as evaluate_prompts
 from arpo.tools.parser import encode_result
 from arpo.tools.python_sandbox import PythonSandbox
 from arpo.tools.search import SearchIndex
 from arpo.tools.toolbox import ToolBox
+from arpo.train.data import Prompt
 
 TOOLS = ("python", "search")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -83,13 +92,15 @@ def build_model(tok: PreTrainedTokenizerFast, seed: int) -> Qwen2ForCausalLM:
 
 
 # ------------------------------------------------------------------------------------------------ demonstrations
-def _segments(ex, tools) -> list[tuple[str, bool]]:
-    """(text, is_model_text) pieces of a correct transcript, tool results computed by the real tools."""
+def _segments(ex, tools, mix: dict[str, float]) -> list[tuple[str, bool]]:
+    """(text, is_model_text) pieces of a transcript, tool results computed by the real tools. Whether this
+    demonstration skips its (last) tool step is drawn from the example's uid and ``mix``, so it is the same on
+    every run."""
+    skip = random.Random(f"skip:{ex.uid}").random() < mix[ex.data_source]
     if ex.data_source == "arith":
-        code = ex.extra["code"]
-        calls = [("python", code)]
+        calls = [] if skip else [("python", ex.extra["code"])]
     else:
-        calls = [("search", ex.extra["hops"][0]), ("search", ex.extra["hops"][1])]
+        calls = [("search", ex.extra["hops"][0])] + ([] if skip else [("search", ex.extra["hops"][1])])
     segs: list[tuple[str, bool]] = []
     for name, query in calls:
         segs.append((f"<{name}>{query}</{name}>", True))
@@ -107,9 +118,9 @@ def _encode(tok, prompt_ids: list[int], segs) -> tuple[list[int], list[int]]:
     return ids, mask
 
 
-def demonstrations(tok, examples, tools) -> list[tuple[list[int], list[int]]]:
+def demonstrations(tok, examples, tools, mix: dict[str, float]) -> list[tuple[list[int], list[int]]]:
     with ThreadPoolExecutor(8) as pool:
-        segs = list(tqdm(pool.map(lambda e: _segments(e, tools), examples), total=len(examples),
+        segs = list(tqdm(pool.map(lambda e: _segments(e, tools, mix), examples), total=len(examples),
                          desc="demonstrations (running tools)"))
     return [_encode(tok, build_prompt(tok, e, TOOLS), s) for e, s in zip(examples, segs)]
 
@@ -147,33 +158,31 @@ def train(model, groups, steps: int, batch_size: int, lr: float, seed: int, pad_
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
-def run_agent(model, tok, examples, tools, max_calls: int = 3) -> tuple[list[str], list[int]]:
-    """Greedy (top-k 1) tool-using transcripts and tool-call counts, through the engine and sampler."""
-    cfg = RolloutConfig(mode="grpo", M=1, N=1, top_k=1, max_response_tokens=256, max_tool_calls=max_calls)
-    with ToolBox(tools, max_calls=max_calls, pool_size=2) as box:
-        rollouts = Sampler(HFEngine(model, tok), box, tok, cfg).rollout(
-            [build_prompt(tok, e, TOOLS) for e in examples])
-    leaves = [r.leaves[0] for r in rollouts]
-    return [leaf.text for leaf in leaves], [leaf.tool_calls for leaf in leaves]
-
-
-def evaluate(model, tok, tools, seed: int, n: int) -> dict:
+def evaluate(model, tok, tools, n: int) -> dict:
+    """Greedy and 4 samples at T=1 on the first ``n`` test questions of each task, with the real tools."""
     report = {}
-    for task in ("arith", "kbqa"):
-        examples = load_task(task, "test", seed)[:n]
-        t0 = time.time()
-        texts, calls = run_agent(model, tok, examples, tools)
-        reward = get_reward_fn("auto", task)
-        acc = sum(reward(t, e.ground_truth) for t, e in zip(texts, examples)) / len(examples)
-        report[task] = {"accuracy": acc, "tool_calls": sum(calls) / len(calls), "n": len(examples),
-                        "seconds": round(time.time() - t0, 1), "sample": texts[0]}
-        print(f"{task}: greedy accuracy {acc:.3f} over {len(examples)} test questions, "
-              f"{report[task]['tool_calls']:.2f} tool calls each")
+    cfg = RolloutConfig(mode="grpo", M=1, N=1, temperature=1.0, max_response_tokens=256, max_tool_calls=3)
+    with ToolBox(tools, max_calls=cfg.max_tool_calls, pool_size=2) as box:
+        for task in ("arith", "kbqa"):
+            prompts = [Prompt(e, tuple(build_prompt(tok, e, TOOLS))) for e in load_task(task, "test")[:n]]
+            t0 = time.time()
+            greedy, records = evaluate_prompts(HFEngine(model, tok), box, tok, prompts, cfg, "auto")
+            sampled, _ = evaluate_prompts(HFEngine(model, tok), box, tok, prompts, cfg, "auto", n=4, greedy=False)
+            report[task] = {"greedy_accuracy": greedy["accuracy"], "greedy_tool_calls": greedy["tool_calls"],
+                            "sampled_accuracy": sampled["accuracy"], "sampled_accuracy_se": sampled["accuracy_se"],
+                            "pass@4": sampled["pass@4"], "sampled_tool_calls": sampled["tool_calls"],
+                            "n": len(prompts), "seconds": round(time.time() - t0, 1),
+                            "sample": records[0]["samples"][0]["text"]}
+            r = report[task]
+            print(f"{task}: greedy {r['greedy_accuracy']:.3f}; T=1 pass@1 {r['sampled_accuracy']:.3f} "
+                  f"± {r['sampled_accuracy_se']:.3f}, pass@4 {r['pass@4']:.3f}, tool calls "
+                  f"{r['sampled_tool_calls']:.2f} per sample ({len(prompts)} test questions)")
     return report
 
 
 # ------------------------------------------------------------------------------------------------ main
 def _tokenizer_texts(examples, corpus) -> list[str]:
+    """Text for the BPE merges: the system prompt, the corpus, the SFT questions and their code."""
     texts = [system_prompt(TOOLS)] * 100 + [d["text"] for d in corpus] + [f"Doc {i} (Title: " for i in range(1, 9)] * 100
     texts += [e.question for e in examples] + [e.extra.get("code", "") for e in examples]
     return texts
@@ -198,7 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--vocab-size", type=int, default=2048)
-    ap.add_argument("--demos", type=int, default=3000, help="demonstrations per task")
+    ap.add_argument("--direct-frac", type=float, default=0.5,
+                    help="arith demonstrations that answer without calling python")
+    ap.add_argument("--skip-hop-frac", type=float, default=0.5,
+                    help="kbqa demonstrations that answer after the first search, skipping the second")
     ap.add_argument("--eval-n", type=int, default=200, help="test questions per task")
     ap.add_argument("--eval-only", action="store_true", help="only evaluate the model already in --out")
     ap.add_argument("--seed", type=int, default=0)
@@ -212,16 +224,17 @@ def main(argv: list[str] | None = None) -> int:
         model, tok = _build_and_train(args, tools)
         _save(model, tok, out)
         print(f"saved to {out}")
-    report = evaluate(model, tok, tools, args.seed, args.eval_n)
+    report = evaluate(model, tok, tools, args.eval_n)
     report["recipe"] = {k: v for k, v in vars(args).items() if k not in ("out", "eval_only")}
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
 def _build_and_train(args, tools):
-    train_ex = load_task("arith", "train", args.seed)[: args.demos] + load_task("kbqa", "train", args.seed)[: args.demos]
-    tok = build_tokenizer(_tokenizer_texts(train_ex, kbqa_corpus(args.seed)), args.vocab_size)
-    groups = [demonstrations(tok, train_ex[: args.demos], tools), demonstrations(tok, train_ex[args.demos :], tools)]
+    sft = {task: load_task(task, "sft", args.seed) for task in ("arith", "kbqa")}
+    tok = build_tokenizer(_tokenizer_texts(sft["arith"] + sft["kbqa"], kbqa_corpus(args.seed)), args.vocab_size)
+    mix = {"arith": args.direct_frac, "kbqa": args.skip_hop_frac}
+    groups = [demonstrations(tok, sft[task], tools, mix) for task in ("arith", "kbqa")]
     for name, data in zip(("arith", "kbqa"), groups):
         lengths = sorted(len(d[0]) for d in data)
         print(f"{name}: {len(data)} demonstrations, tokens median {lengths[len(lengths) // 2]}, max {lengths[-1]}")

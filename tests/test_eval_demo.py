@@ -85,47 +85,140 @@ def test_eval_bad_input(args, message, _eval):
     assert r.returncode == 2 and message in r.stderr, r.stderr[-2000:]
 
 
+def _demo_cfg(tmp_path, *extra):
+    return load_config(ROOT / "configs" / "demo.yaml", [
+        f"train.output_dir={tmp_path / 'demo'}", "train.total_steps=1", "train.batch_size=2", "train.mini_batch_size=2",
+        "rollout.M=4", "rollout.N=2", "train.eval_every=0", "data.test=[arith]", "data.train=[arith]", *extra])
+
+
 def test_demo_job_writes_report(tmp_path, capsys):
     from arpo.demo import run_demo
 
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        f"train.output_dir={tmp_path / 'demo'}", "train.total_steps=1", "train.batch_size=2", "train.mini_batch_size=2",
-        "rollout.M=4", "rollout.N=2", "train.eval_every=0", "data.test=[arith]", "data.train=[arith]"])
+    cfg = _demo_cfg(tmp_path)
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "old.txt").write_text("kept")
-    out = run_demo(cfg, greedy_limit=3, sampled_limit=2)
+    out = run_demo(cfg, limit=3, greedy=True)
     moved = list(tmp_path.glob("demo.old-*"))
     assert len(moved) == 1 and (moved[0] / "old.txt").read_text() == "kept"  # nothing already written is lost
     report = out["report"].read_text()
     assert "| arith: accuracy (greedy) |" in report and "| all: pass@4 |" in report
+    assert "| arith: tool executions / question (4 samples) |" in report and "| train reward |" in report
     assert "![reward](plots/reward.png)" in report and (tmp_path / "demo" / "plots" / "reward.png").exists()
-    assert out["after"]["greedy"]["questions"] == 3 and out["after"]["sampled"]["samples"] == 8
-    assert "| metric | before | after |" in capsys.readouterr().out
+    assert out["after"]["greedy"]["questions"] == 3 and out["after"]["sampled"]["samples"] == 12
+    assert "1 steps" in report and out["stopped_at"] is None
+    assert "| metric | before | after | change ± SE (paired) |" in capsys.readouterr().out
 
 
-def test_compare_trains_both_methods_and_resumes(tmp_path, monkeypatch):
+def test_demo_report_says_where_a_signal_stopped_training(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from arpo import demo
+    from arpo.train.trainer import Trainer
+
+    step = Trainer.step
+
+    def signalled_step(self, i):  # SIGTERM arrives during the first step: training stops after it
+        if i == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, i)
+
+    monkeypatch.setattr(Trainer, "step", signalled_step)
+    out = demo.run_demo(_demo_cfg(tmp_path, "train.total_steps=3"), limit=2)
+    report = out["report"].read_text()
+    assert out["stopped_at"] == 1 and out["after"] is None
+    assert "stopped by a signal after step 1 of 3" in report and "3 steps" not in report
+    assert (tmp_path / "demo" / "checkpoints" / "step_000001").is_dir()
+
+
+def test_paired_change_and_its_standard_error():
+    from arpo.demo import paired_change
+
+    def recs(correct):  # one record per question, samples with reward 1 or 0
+        return [{"uid": f"q{i}", "data_source": "t", "samples": [{"reward": float(c)} for c in cs]}
+                for i, cs in enumerate(correct)]
+
+    before = recs([[1, 0], [0, 0], [1, 1]])
+    after = recs([[1, 1], [1, 0], [1, 1]])
+    mean, se = paired_change(before, after)
+    d = [0.5, 0.5, 0.0]  # per-question changes; mean 1/3, sample std sqrt(1/12), se = that / sqrt(3)
+    assert mean == pytest.approx(sum(d) / 3) and se == pytest.approx((1 / 12) ** 0.5 / 3 ** 0.5)
+    with pytest.raises(ValueError, match="different questions"):
+        paired_change(before, after[:2])
+
+
+def _tiny(*extra):
+    return load_config(ROOT / "configs" / "demo.yaml", [
+        "train.total_steps=1", "train.batch_size=2", "train.mini_batch_size=2", "rollout.M=4", "rollout.N=2",
+        "data.test=[arith]", "data.train=[arith]", "tools.enabled=[python]", *extra])
+
+
+def test_compare_trains_every_arm_and_resumes(tmp_path, monkeypatch):
     from arpo import compare
 
-    cfg = load_config(ROOT / "configs" / "demo.yaml", [
-        "train.total_steps=1", "train.batch_size=2", "train.mini_batch_size=2", "rollout.M=4", "rollout.N=2",
-        "data.test=[arith]", "data.train=[arith]", "tools.enabled=[python]"])
-    results = compare.run_compare(cfg, [0], tmp_path, limit=2)
-    assert set(results) == {"arpo", "grpo"}
-    for m in ("arpo", "grpo"):
-        assert (tmp_path / f"{m}-seed0" / "checkpoints" / "step_000001").is_dir()
-        assert results[m]["rollout_tokens"][0] > 0 and 0.0 <= results[m]["accuracy"][0] <= 1.0
+    cfg = _tiny()
+    results = compare.run_compare(cfg, [0, 1], tmp_path, control=True, samples=2, limit=2)
+    assert set(results) == {"arpo", "arpo-stochastic", "grpo", "grpo-matched", "control"}
+    for arm in results:
+        for seed in (0, 1):
+            run = tmp_path / f"{arm}-seed{seed}"
+            assert (run / "checkpoints" / "step_000001").is_dir()
+            saved = load_config(run / "config.yaml")
+            assert saved == compare.arm_config(cfg, arm, seed, tmp_path, saved.rollout.M)
+        assert results[arm]["rollout_tokens"][0] > 0 and 0.0 <= results[arm]["accuracy"][0] <= 1.0
+        assert results[arm]["tool_executions_per_traj"][0] <= results[arm]["tool_calls_on_path_per_traj"][0] + 1e-9
+    assert load_config(tmp_path / "control-seed0" / "config.yaml").data.reward == "random"
+    assert load_config(tmp_path / "arpo-stochastic-seed0" / "config.yaml").rollout.rule == "stochastic"
+    assert results["grpo-matched"]["M"][0] == compare.matched_m(cfg, results)
     text = (tmp_path / "report.md").read_text()
-    assert "| accuracy_arith |" in text and "| ARPO | GRPO |" in text
-    assert json.loads((tmp_path / "compare.json").read_text())["results"] == results
+    assert "| test accuracy, arith |" in text and "| arpo | arpo-stochastic | grpo | grpo-matched | control |" in text
+    assert "| arpo − grpo |" in text and "| tool executions / trajectory |" in text
+    saved = json.loads((tmp_path / "compare.json").read_text())
+    assert saved["results"] == results and saved["stopped"] is None
 
     def no_training(*a, **k):
         raise AssertionError("finished runs must not be trained again")
 
     monkeypatch.setattr(compare, "Trainer", no_training)
-    assert compare.run_compare(cfg, [0], tmp_path, limit=2) == results
-    other = load_config(ROOT / "configs" / "demo.yaml", ["train.lr=0.5", "train.total_steps=1", "train.batch_size=2",
-                                                          "train.mini_batch_size=2", "rollout.M=4", "rollout.N=2",
-                                                          "data.test=[arith]", "data.train=[arith]",
-                                                          "tools.enabled=[python]"])
+    assert compare.run_compare(cfg, [0, 1], tmp_path, control=True, samples=2, limit=2) == results
     with pytest.raises(ValueError, match="different config"):
-        compare.run_compare(other, [0], tmp_path, limit=2)
+        compare.run_compare(_tiny("train.lr=0.5"), [0], tmp_path, arms=("arpo",), samples=2, limit=2)
+
+
+def test_compare_report_says_where_a_signal_stopped_it(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from arpo import compare
+    from arpo.train.trainer import Trainer
+
+    step = Trainer.step
+
+    def signalled_step(self, i):
+        if i == 0 and "grpo" in str(self.run_dir):
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step(self, i)
+
+    monkeypatch.setattr(Trainer, "step", signalled_step)
+    results = compare.run_compare(_tiny("train.total_steps=2"), [0], tmp_path, arms=("arpo", "grpo"), samples=1,
+                                  limit=1)
+    assert set(results) == {"arpo"}
+    text = (tmp_path / "report.md").read_text()
+    assert "grpo-seed0 stopped by a signal after step 1 of 2" in text
+    assert json.loads((tmp_path / "compare.json").read_text())["stopped"].startswith("grpo-seed0")
+
+
+def test_random_p_and_arms_are_checked():
+    from arpo import compare
+
+    with pytest.raises(ValueError, match="unknown arm"):
+        compare.run_compare(_tiny(), [0], "/nonexistent", arms=("ppo",))
+    with pytest.raises(ValueError, match="needs the arpo and grpo arms"):
+        compare.run_compare(_tiny(), [0], "/nonexistent", arms=("grpo-matched",))
+
+
+def test_mean_se():
+    from arpo.compare import mean_se
+
+    assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / 3**0.5))
+    assert mean_se([0.5]) == (0.5, 0.0)

@@ -77,6 +77,8 @@ class Trainer:
             self.logger = MetricsLogger(self.run_dir, cfg.train.loggers, config_to_dict(cfg),
                                         resume_step=self.start_step if checkpoint else None)
         self._stop: int | None = None
+        self.final_step = self.start_step  # the last step trained (and checkpointed) by train()
+        self.interrupted = False  # train() stopped early on SIGINT/SIGTERM
         if self._uses_math_reward():
             rewards_mod.warm_up()  # start the math-verify workers now, not inside the first step's timing
 
@@ -165,7 +167,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ the loop
     def train(self) -> int:
-        """Run from the start (or resumed) step to train.total_steps; returns the process exit code (0)."""
+        """Run from the start (or resumed) step to train.total_steps; returns the process exit code (0). A signal
+        stops it early: ``interrupted`` is then True and ``final_step`` says where (it is checkpointed)."""
         t = self.cfg.train
         bar = tqdm(total=t.total_steps, initial=self.start_step, desc="train", unit="step", disable=self._no_bars)
         with self._signals():
@@ -175,6 +178,7 @@ class Trainer:
             while step < t.total_steps:
                 metrics = self.step(step)
                 step += 1
+                self.final_step = step
                 if t.eval_every > 0 and (step % t.eval_every == 0 or step == t.total_steps):
                     metrics.update(self._evaluate(step))
                 self._log(metrics)
@@ -183,6 +187,7 @@ class Trainer:
                 if stop or step == t.total_steps or (t.save_every > 0 and step % t.save_every == 0):
                     self.save(step)
                 if stop:
+                    self.interrupted = True
                     self._say(f"stopped by signal after step {step}; resume with --resume")
                     break
         bar.close()
@@ -228,19 +233,23 @@ class Trainer:
         return rollouts, m
 
     def _score(self, prompts, rollouts: list[Rollout]) -> dict:
-        rewards = []
+        """Leaf rewards into the trees. ``zero_adv_groups``: the fraction of prompts whose M rewards are all
+        equal (their group-normalised advantages are 0: no learning signal)."""
+        rewards, flat_groups = [], 0
         for p, r in zip(prompts, rollouts):
             fn = rewards_mod.get_reward_fn(self.cfg.data.reward, p.example.data_source,
                                            random_p=self.cfg.data.random_reward_p, seed=self.cfg.train.seed)
-            for leaf in r.leaves:
-                value = float(fn(leaf.text, p.example.ground_truth))
+            group = [float(fn(leaf.text, p.example.ground_truth)) for leaf in r.leaves]
+            for leaf, value in zip(r.leaves, group):
                 r.tree.set_reward(leaf.node, value)
-                rewards.append(value)
+            rewards += group
+            flat_groups += max(group) == min(group)
         response = [sum(len(r.tree.tokens(v)) for v in r.tree.path(leaf.node)[1:]) for r in rollouts
                     for leaf in r.leaves]
         arr = np.asarray(rewards)
         return {"reward_mean": float(arr.mean()), "reward_std": float(arr.std()),
-                "accuracy": float((arr >= 1.0).mean()), "response_tokens_mean": float(np.mean(response))}
+                "accuracy": float((arr >= 1.0).mean()), "response_tokens_mean": float(np.mean(response)),
+                "zero_adv_groups": flat_groups / max(len(rollouts), 1)}
 
     def _update(self, trees: list, step: int) -> dict:
         cfg = self.cfg

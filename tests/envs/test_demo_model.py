@@ -7,8 +7,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from arpo.envs.datasets import build_prompt
-from arpo.envs.tasks import load_task
+from arpo.envs.tasks import kbqa_index, load_task
 from arpo.tools.parser import encode_result, parse_action
+from arpo.tools.search import SearchIndex
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo-agent"
 TOOLS = ("python", "search")
@@ -67,15 +68,41 @@ def _greedy_turn(model, tok, ids: list[int], max_new: int = 48) -> str:
 
 @pytest.mark.parametrize("task, tool", [("arith", "python"), ("kbqa", "search")])
 def test_emits_a_well_formed_tool_call(agent, task, tool):
-    tok, model = agent  # greedy first turns on five test prompts: most are a complete call of the right tool
+    tok, model = agent  # given the tool's opening tag, greedy completions on five test prompts are complete calls
     good = 0
     for example in load_task(task, "test")[:5]:
-        act = parse_action(_greedy_turn(model, tok, build_prompt(tok, example, TOOLS)), TOOLS)
+        ids = build_prompt(tok, example, TOOLS) + tok.convert_tokens_to_ids([f"<{tool}>"])
+        act = parse_action(f"<{tool}>" + _greedy_turn(model, tok, ids), TOOLS)
         ok = act.kind == "tool" and act.name == tool and bool(act.content)
         if ok and task == "arith":
             compile(act.content, "<call>", "exec")  # the call is valid Python
         good += ok
     assert good >= 4
+
+
+def _first_token_probs(model, tok, ids: list[int], tokens: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, -1]
+    return logits.softmax(-1)[tok.convert_tokens_to_ids(tokens)]
+
+
+def test_headroom_the_agent_is_unsure_whether_to_use_its_tools(agent):
+    """The SFT mixture (scripts/make_demo_model.py) leaves RL a decision to learn on unseen questions: at T=1 the
+    agent calls python on arith, or searches the founder on kbqa after the first result, only some of the
+    time; the rest of the time it answers at once (and is then almost always wrong)."""
+    tok, model = agent
+    arith = [_first_token_probs(model, tok, build_prompt(tok, e, TOOLS), ["<python>", "<answer>"])
+             for e in load_task("arith", "test")[:20]]
+    p_tool = torch.stack(arith)[:, 0].mean().item()
+    assert 0.15 <= p_tool <= 0.85 and torch.stack(arith).sum(1).min() > 0.9
+    hops = []
+    for e in load_task("kbqa", "test")[:20]:
+        ids = build_prompt(tok, e, TOOLS) + tok.encode(f"<search>{e.extra['hops'][0]}</search>",
+                                                      add_special_tokens=False)
+        ids += encode_result(tok, SearchIndex(kbqa_index(), top_k=3)(e.extra["hops"][0]).text)
+        hops.append(_first_token_probs(model, tok, ids, ["<search>", "<answer>"]))
+    p_hop = torch.stack(hops)[:, 0].mean().item()
+    assert 0.15 <= p_hop <= 0.85 and torch.stack(hops).sum(1).min() > 0.9
 
 
 def test_continues_after_a_tool_result_with_an_answer(agent):

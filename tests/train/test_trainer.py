@@ -50,7 +50,8 @@ def test_metrics_and_checkpoints(straight):
     assert [r["step"] for r in records] == [0, 1, 2, 3, 4]  # step 0: the evaluation before training
     assert set(records[0]) >= {"eval_accuracy", "eval_tool_calls", "eval_arith_accuracy"}
     for r in records[1:]:
-        for key in ("reward_mean", "accuracy", "tool_calls_per_traj", "branches", "entropy_mean", "clip_frac_high",
+        for key in ("reward_mean", "accuracy", "tool_calls_on_path_per_traj", "tool_executions_per_traj", "branches",
+                    "zero_adv_groups", "entropy_mean", "clip_frac_high",
                     "approx_kl", "grad_norm", "gen_tokens_per_s", "train_tokens_per_s", "prefix_reuse",
                     "time_rollout", "time_update", "lr", "unique_tokens", "flat_tokens"):
             assert key in r, key

@@ -172,15 +172,16 @@ def _differences(results: dict, seeds: list[int]) -> list[str]:
     """Test-accuracy difference of each arm to grpo, paired by seed (only where both have every seed)."""
     base = results.get("grpo", {}).get("accuracy", [])
     lines = []
-    for arm, res in results.items():
-        if arm != "grpo" and len(base) == len(seeds) == len(res["accuracy"]):
+    for arm in [a for a in ARMS if a in results and a != "grpo"]:
+        res = results[arm]
+        if len(base) == len(seeds) == len(res["accuracy"]):
             mean, se = mean_se([a - b for a, b in zip(res["accuracy"], base)])
             lines.append(f"| {arm} − grpo | {mean:+.3f} ± {se:.3f} |")
     return ["| test accuracy difference (paired by seed) | mean ± SE |", "|---|---|", *lines] if lines else []
 
 
 def report(cfg: ARPOConfig, seeds: list[int], results: dict, samples: int = 4, stopped: str | None = None) -> str:
-    arms = list(results)
+    arms = [a for a in ARMS if a in results]
     if not arms:
         return f"# ARPO vs GRPO\n\nNo run finished. {stopped or ''}\n"
     first = results[arms[0]]

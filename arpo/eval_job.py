@@ -90,7 +90,8 @@ def _atomic_text(path: Path, text: str) -> None:
 def format_summary(summary: dict) -> str:
     """A plain-text table: one row per data source, then all."""
     ks = [k for k in summary if k.startswith("pass@") and k != "pass@1"]
-    head = ["source", "questions", "accuracy", *ks, "tool calls", "response tokens"]
+    head = ["source", "questions", "accuracy", "± SE", *ks, "tool calls/sample (on path)", "tool executions/question",
+            "response tokens"]
     rows = [[src, *_cells(s, ks)] for src, s in summary["by_source"].items()]
     rows.append(["all", *_cells(summary, ks)])
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
@@ -99,5 +100,5 @@ def format_summary(summary: dict) -> str:
 
 
 def _cells(s: dict, ks: list[str]) -> list[str]:
-    return [str(s["questions"]), f"{s['accuracy']:.3f}", *(f"{s[k]:.3f}" for k in ks), f"{s['tool_calls']:.2f}",
-            f"{s['response_tokens']:.1f}"]
+    return [str(s["questions"]), f"{s['accuracy']:.3f}", f"{s['accuracy_se']:.3f}", *(f"{s[k]:.3f}" for k in ks),
+            f"{s['tool_calls']:.2f}", f"{s['tool_executions_per_question']:.2f}", f"{s['response_tokens']:.1f}"]

@@ -92,8 +92,9 @@ def build_model(tok: PreTrainedTokenizerFast, seed: int) -> Qwen2ForCausalLM:
 
 
 # ------------------------------------------------------------------------------------------------ demonstrations
-def _segments(ex, tools, mix: dict[str, float]) -> list[tuple[str, bool]]:
-    """(text, is_model_text) pieces of a transcript, tool results computed by the real tools. Whether this
+def _segments(ex, tools, mix: dict[str, float]) -> list[tuple[str, str]]:
+    """(text, kind) pieces of a transcript; kind "model" (trained), "result" (a tool result, computed by the real
+    tool) or "hidden" (the demonstrator's own answer without a tool: in context, not trained). Whether this
     demonstration skips its (last) tool step is drawn from the example's uid and ``mix``, so it is the same on
     every run."""
     skip = random.Random(f"skip:{ex.uid}").random() < mix[ex.data_source]
@@ -101,28 +102,41 @@ def _segments(ex, tools, mix: dict[str, float]) -> list[tuple[str, bool]]:
         calls = [] if skip else [("python", ex.extra["code"])]
     else:
         calls = [("search", ex.extra["hops"][0])] + ([] if skip else [("search", ex.extra["hops"][1])])
-    segs: list[tuple[str, bool]] = []
+    segs: list[tuple[str, str]] = []
     for name, query in calls:
-        segs.append((f"<{name}>{query}</{name}>", True))
-        segs.append((tools[name](query).text, False))
-    segs.append((f"<answer>{ex.ground_truth[0]}</answer><|im_end|>", True))
-    return segs
+        segs.append((f"<{name}>{query}</{name}>", "model"))
+        segs.append((tools[name](query).text, "result"))
+    answer = f"{ex.ground_truth[0]}</answer><|im_end|>"
+    return segs + ([("<answer>", "model"), (answer, "hidden")] if skip else [("<answer>" + answer, "model")])
 
 
 def _encode(tok, prompt_ids: list[int], segs) -> tuple[list[int], list[int]]:
     ids, mask = list(prompt_ids), [0] * len(prompt_ids)
-    for text, trainable in segs:
-        piece = tok.encode(text, add_special_tokens=False) if trainable else encode_result(tok, text)
+    for text, kind in segs:
+        piece = encode_result(tok, text) if kind == "result" else tok.encode(text, add_special_tokens=False)
         ids += piece
-        mask += [int(trainable)] * len(piece)
+        mask += [int(kind == "model")] * len(piece)
     return ids, mask
 
 
 def demonstrations(tok, examples, tools, mix: dict[str, float]) -> list[tuple[list[int], list[int]]]:
+    """Token ids and loss masks of the examples' transcripts (``tools``: name -> callable, e.g. ``_Cached``)."""
     with ThreadPoolExecutor(8) as pool:
         segs = list(tqdm(pool.map(lambda e: _segments(e, tools, mix), examples), total=len(examples),
                          desc="demonstrations (running tools)"))
     return [_encode(tok, build_prompt(tok, e, TOOLS), s) for e, s in zip(examples, segs)]
+
+
+class _Cached:
+    """A tool whose results are remembered (both SFT phases show the same calls)."""
+
+    def __init__(self, tool):
+        self.tool, self.results = tool, {}
+
+    def __call__(self, query: str):
+        if query not in self.results:
+            self.results[query] = self.tool(query)
+        return self.results[query]
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -211,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="arith demonstrations that answer without calling python")
     ap.add_argument("--skip-hop-frac", type=float, default=0.5,
                     help="kbqa demonstrations that answer after the first search, skipping the second")
+    ap.add_argument("--phase2-steps", type=int, default=400, help="steps of the fine-tune on the mixture")
+    ap.add_argument("--phase2-lr", type=float, default=5e-4)
+    ap.add_argument("--init", default=None, help="start phase 2 from this model (a --phase1-out directory)")
+    ap.add_argument("--phase1-out", default=None, help="also save the phase-1 model here")
     ap.add_argument("--eval-n", type=int, default=200, help="test questions per task")
     ap.add_argument("--eval-only", action="store_true", help="only evaluate the model already in --out")
     ap.add_argument("--seed", type=int, default=0)
@@ -225,25 +243,42 @@ def main(argv: list[str] | None = None) -> int:
         _save(model, tok, out)
         print(f"saved to {out}")
     report = evaluate(model, tok, tools, args.eval_n)
-    report["recipe"] = {k: v for k, v in vars(args).items() if k not in ("out", "eval_only")}
+    report["recipe"] = {k: v for k, v in vars(args).items() if k not in ("out", "eval_only", "init", "phase1_out")}
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
 def _build_and_train(args, tools):
+    """Phase 1: tool-using demonstrations only (the agent learns the protocol and to copy results; the copy
+    skill needs the full 3,500 steps). Phase 2: a short fine-tune on the imperfect demonstrator's mixture (the
+    agent learns to skip the tool step about as often as the mixture does; answers given without a tool are
+    context, never trained, so the copy skill is not trained against)."""
     sft = {task: load_task(task, "sft", args.seed) for task in ("arith", "kbqa")}
-    tok = build_tokenizer(_tokenizer_texts(sft["arith"] + sft["kbqa"], kbqa_corpus(args.seed)), args.vocab_size)
+    cached = {name: _Cached(tool) for name, tool in tools.items()}
+    if args.init:
+        model, tok = _load(Path(args.init))
+        model.train()
+    else:
+        tok = build_tokenizer(_tokenizer_texts(sft["arith"] + sft["kbqa"], kbqa_corpus(args.seed)), args.vocab_size)
+        model = build_model(tok, args.seed)
+        print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tok)}")
+        _phase(model, tok, sft, cached, {"arith": 0.0, "kbqa": 0.0}, args.steps, args.lr, args)
+        if args.phase1_out:
+            _save(model, tok, Path(args.phase1_out))
     mix = {"arith": args.direct_frac, "kbqa": args.skip_hop_frac}
+    _phase(model, tok, sft, cached, mix, args.phase2_steps, args.phase2_lr, args)
+    return model, tok
+
+
+def _phase(model, tok, sft, tools, mix, steps: int, lr: float, args) -> None:
     groups = [demonstrations(tok, sft[task], tools, mix) for task in ("arith", "kbqa")]
     for name, data in zip(("arith", "kbqa"), groups):
         lengths = sorted(len(d[0]) for d in data)
-        print(f"{name}: {len(data)} demonstrations, tokens median {lengths[len(lengths) // 2]}, max {lengths[-1]}")
-    model = build_model(tok, args.seed)
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tok)}")
+        print(f"{name}: {len(data)} demonstrations (skip fraction {mix[name]}), tokens median "
+              f"{lengths[len(lengths) // 2]}, max {lengths[-1]}")
     t0 = time.time()
-    train(model, groups, args.steps, args.batch_size, args.lr, args.seed, tok.pad_token_id)
-    print(f"trained {args.steps} steps in {time.time() - t0:.0f} s")
-    return model, tok
+    train(model, groups, steps, args.batch_size, lr, args.seed, tok.pad_token_id)
+    print(f"trained {steps} steps at lr {lr} in {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

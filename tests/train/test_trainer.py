@@ -174,9 +174,11 @@ def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
 
 def test_kl_to_reference_model_and_flat_update(tmp_path):
     """A run with the KL term (frozen reference = the starting model) and flat updates: its metrics carry the
-    KL, which is ~0 on the first step (policy == reference before any update)."""
+    KL, which is ~0 on the first step: one mini-batch per step, so the KL is measured before any update
+    (policy == reference)."""
     out = tmp_path / "kl"
-    cfg = tiny(out, "train.total_steps=1", "algo.kl_coef=0.1", "train.update=flat", "algo.agg=seq-mean-token-sum")
+    cfg = tiny(out, "train.total_steps=1", "algo.kl_coef=0.1", "train.update=flat", "algo.agg=seq-mean-token-sum",
+               "train.mini_batch_size=2")
     trainer = Trainer(cfg, progress=False)
     assert trainer.ref is not None and not any(p.requires_grad for p in trainer.ref.parameters())
     assert trainer.train() == 0

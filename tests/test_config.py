@@ -144,7 +144,7 @@ def test_shipped_configs_load_and_differ_only_where_documented():
     study = config_to_dict(load_config(REPO / "configs" / "study.yaml"))  # the demo's recipe on kbqa alone
     diff = {(s, k) for s in demo for k in demo[s] if demo[s][k] != study[s][k]}
     assert diff <= {("data", "train"), ("data", "test"), ("data", "random_reward_p"), ("train", "output_dir"),
-                    ("train", "total_steps")}
+                    ("train", "total_steps"), ("train", "batch_size"), ("train", "mini_batch_size")}
     big = load_config(REPO / "configs" / "qwen2.5-7b-arpo.yaml")
     assert big.rollout.engine == "sglang" and big.train.deepspeed and big.train.zero_stage == 3
     assert big.train.bf16 and big.data.train[0].endswith(".parquet")

@@ -43,7 +43,7 @@ def load_policy(model_path: str, cfg: ARPOConfig):
 
 def run_eval(cfg: ARPOConfig, model_path: str, **kwargs) -> dict:
     """Evaluate ``model_path`` on ``cfg.data.test``; returns the summary (see ``arpo.evaluate``); the keyword
-    arguments are ``eval_records``'."""
+    arguments are those of ``eval_records``."""
     return eval_records(cfg, model_path, **kwargs)[0]
 
 

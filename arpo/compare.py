@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .config import ARPOConfig, load_config
-from .eval_job import eval_config, run_eval
+from .eval_job import eval_config, run_eval, write_text_atomic
 from .train import checkpoint as ckpt
 from .train.tracking import read_metrics
 from .train.trainer import Trainer
@@ -139,18 +138,12 @@ def run_compare(cfg: ARPOConfig, seeds: list[int], out: str | Path, *, arms: tup
                     results.setdefault(arm, {}).setdefault(k, []).append(v)
     except StudyInterrupted as err:
         stopped = str(err)
-    _atomic(out / "compare.json", json.dumps({"seeds": seeds, "samples": samples, "matched_m": m_matched,
-                                              "stopped": stopped, "results": results}, indent=2) + "\n")
+    saved = {"seeds": seeds, "samples": samples, "matched_m": m_matched, "stopped": stopped, "results": results}
+    write_text_atomic(out / "compare.json", json.dumps(saved, indent=2) + "\n")
     text = report(cfg, seeds, results, samples, stopped)
-    _atomic(out / "report.md", text)
+    write_text_atomic(out / "report.md", text)
     print(text)
     return results
-
-
-def _atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 _LABELS = {"accuracy": "test accuracy (pass@1)", "tool_executions_per_traj": "tool executions / trajectory",

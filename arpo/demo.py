@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import ARPOConfig
-from .eval_job import eval_config, eval_records, run_eval
+from .eval_job import eval_config, eval_records, run_eval, write_text_atomic
+from .evaluate import mean_se, question_accuracy
 from .plot import plot_run
 from .train import checkpoint as ckpt
 from .train.tracking import read_metrics
@@ -56,15 +57,12 @@ def paired_change(before: list[dict], after: list[dict], source: str | None = No
     """Mean change of per-question accuracy (fraction of a question's samples that are correct) and its
     standard error, pairing the two evaluations' records by question uid (``source``: one data source only)."""
     def per_question(records):
-        return {r["uid"]: np.mean([s["reward"] >= 1.0 for s in r["samples"]]) for r in records
-                if source is None or r["data_source"] == source}
+        return {r["uid"]: question_accuracy(r) for r in records if source is None or r["data_source"] == source}
 
     a, b = per_question(before), per_question(after)
     if set(a) != set(b):
         raise ValueError("paired_change: the two evaluations asked different questions")
-    d = np.array([b[u] - a[u] for u in sorted(a)], dtype=float)
-    se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-    return float(d.mean()), se
+    return mean_se([b[u] - a[u] for u in sorted(a)])
 
 
 def _rows(before: dict, after: dict | None) -> list[tuple[str, ...]]:
@@ -178,9 +176,7 @@ def run_demo(cfg: ARPOConfig, *, limit: int = 0, greedy: bool = False) -> dict:
     report = run_dir / "report.md"
     text = _report(cfg, rows, trainer.final_step, train_seconds, plot_run(run_dir), final, limit,
                    trainer.interrupted)
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, report)
+    write_text_atomic(report, text)
     print("\n" + _table(rows) + "\n\n" + training_summary(run_dir))
     print(f"\ntotal {time.perf_counter() - start:.0f} s; report: {report}")
     return {"before": before, "after": after, "report": report, "checkpoint": final,

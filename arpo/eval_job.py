@@ -77,11 +77,12 @@ def eval_records(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: f
 
 def write_outputs(out: Path, summary: dict, records: list[dict]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    _atomic_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomic(out / "samples.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: readers never see half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)

@@ -95,12 +95,20 @@ def _means(records: list[dict]) -> dict:
 
 
 def _accuracy_se(records: list[dict]) -> float:
-    """Standard error of the accuracy clustered by question: std of the per-question accuracies (ddof 1) over
-    sqrt(Q); nan for fewer than two questions."""
-    per_question = [_correct(r) / len(r["samples"]) for r in records if r["samples"]]
-    if len(per_question) < 2:
-        return float("nan")
-    return float(np.std(per_question, ddof=1) / math.sqrt(len(per_question)))
+    """Standard error of the accuracy clustered by question: the SE of the per-question accuracies."""
+    return mean_se([question_accuracy(r) for r in records if r["samples"]])[1]
+
+
+def question_accuracy(record: dict) -> float:
+    """The fraction of a question's samples that are correct."""
+    return _correct(record) / len(record["samples"])
+
+
+def mean_se(values) -> tuple[float, float]:
+    """Mean and its standard error, std (ddof 1) / sqrt(n); the SE is nan for fewer than two values."""
+    arr = np.asarray(values, dtype=float)
+    mean = float(arr.mean()) if arr.size else float("nan")
+    return mean, float(arr.std(ddof=1) / math.sqrt(arr.size)) if arr.size > 1 else float("nan")
 
 
 def _correct(record: dict) -> int:

@@ -24,6 +24,7 @@ stable across platforms and Python 3 versions.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -71,14 +72,18 @@ _ARITH = [
 
 
 def _arith(split: str, seed: int) -> list[Example]:
+    return list(_arith_splits(seed)[split])
+
+
+@functools.lru_cache(maxsize=2)
+def _arith_splits(seed: int) -> dict[str, tuple[Example, ...]]:
+    """Every split, drawn in SPLITS order with one shared set of questions seen, so no question is in two."""
     seen: set[str] = set()
-    for earlier in SPLITS[: SPLITS.index(split)]:
-        seen.update(e.question for e in _arith_stream(earlier, seed, set()))
-    return _arith_stream(split, seed, seen)
+    return {split: tuple(_arith_stream(split, seed, seen)) for split in SPLITS}
 
 
 def _arith_stream(split: str, seed: int, seen: set[str]) -> list[Example]:
-    """The examples of ``split``, skipping questions in ``seen`` (those of earlier splits)."""
+    """The examples of ``split``, skipping questions in ``seen`` (those of earlier splits); adds its own."""
     rng = random.Random(f"arith:{split}:{seed}")
     out: list[Example] = []
     while len(out) < SPLIT_SIZES["arith"][split]:

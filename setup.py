@@ -1,14 +1,11 @@
 """Build script: the Python packages plus the C++17 trajectory-tree extension `arpo._tree`.
 
 Metadata and dependencies live in pyproject.toml; this file only says what to compile and where the packages are.
-`kernels/` is installed under the import name `arpo_kernels` (the name `kernels` is taken on PyPI).
+The kernel library lives in `arpo_kernels/` (a directory named `kernels` would shadow the PyPI package `kernels`,
+which transformers imports).
 """
 from pybind11.setup_helpers import Pybind11Extension, build_ext
 from setuptools import find_packages, setup
-
-kernel_packages = ["arpo_kernels"] + [
-    "arpo_kernels." + p for p in find_packages(where="kernels")
-]
 
 ext = Pybind11Extension(
     "arpo._tree",
@@ -20,8 +17,7 @@ ext = Pybind11Extension(
 )
 
 setup(
-    packages=find_packages(include=["arpo", "arpo.*"]) + kernel_packages,
-    package_dir={"arpo_kernels": "kernels"},
+    packages=find_packages(include=["arpo", "arpo.*", "arpo_kernels", "arpo_kernels.*"]),
     ext_modules=[ext],
     cmdclass={"build_ext": build_ext},
     zip_safe=False,

@@ -1,5 +1,5 @@
 """Sweep (BLOCK_V, num_warps) of the Triton logprob_entropy kernels on the GPU at N=16384, V=151936, bf16 and
-print each configuration's time and bandwidth (the defaults live in kernels/_triton_logprob_entropy.py).
+print each configuration's time and bandwidth (the defaults live in arpo_kernels/_triton_logprob_entropy.py).
     python scripts/tune_logprob_entropy.py
 """
 import torch

@@ -10,7 +10,7 @@ def run(code: str) -> str:
 def test_arpo_kernels_imports_alone():
     out = run("import sys, arpo_kernels; print(arpo_kernels.__file__); print('arpo' in sys.modules)")
     path, imported_arpo = out.splitlines()
-    assert path.replace("\\", "/").endswith("kernels/__init__.py")
+    assert path.replace("\\", "/").endswith("arpo_kernels/__init__.py")
     assert imported_arpo == "False"
 
 

@@ -3,7 +3,7 @@
     logp_y = z_y - lse(z),   H = lse(z) - Σ_j p_j z_j,   z = logits / T
     d/dz_j = g_lp (1[j = y] - p_j) - g_H p_j (z_j - Σ p z),   d/dlogits = d/dz / T
 
-Backends: "triton" (CUDA; CPU under TRITON_INTERPRET=1), "numba" (CPU), "torch" (kernels/reference.py, plain
+Backends: "triton" (CUDA; CPU under TRITON_INTERPRET=1), "numba" (CPU), "torch" (arpo_kernels/reference.py, plain
 torch ops with autograd), "auto" (triton on CUDA, numba on CPU). The fused backends read the logits once in
 the forward (online softmax), keep only lse and Σ p z per row ([N] each) for the backward, and write the
 gradient once, in the logits' dtype, optionally into the logits buffer itself (`inplace_grad=True`).

@@ -3,7 +3,7 @@ here; there is no SVML), built from Cody-Waite range reduction, a degree-7 Taylo
 [-ln2/2, ln2/2] (~1.2 ulp measured) and the exponent bits set by an LLVM bitcast.
 
 The kernels that call these are cached on disk by numba (cache=True), and numba does not track dependencies
-across modules: after editing this file, delete kernels/__pycache__/*.nbi and *.nbc (a reinstall does it too,
+across modules: after editing this file, delete arpo_kernels/__pycache__/*.nbi and *.nbc (a reinstall does it too,
 since every file's timestamp changes)."""
 from __future__ import annotations
 

@@ -502,6 +502,11 @@ class TrainConfig(_Section):
         ("auto", "triton", "numba", "torch"),
     )
     loggers: list[str] = _f([], "extra metric sinks besides metrics.jsonl", ("tensorboard", "wandb"))
+    deterministic: bool | None = _f(
+        None,
+        "bit-identical weights for identical runs and for kill + --resume: a rollout schedule that does not "
+        "depend on tool timing, deterministic torch algorithms; null = on for CPU, off on CUDA",
+    )
 
     def validate(self) -> None:
         self._require(self.total_steps >= 1, "total_steps", ">= 1")

@@ -140,10 +140,11 @@ class Sampler:
     """ARPO (cfg.mode == "arpo") or GRPO rollouts of token-id prompts through ``engine`` and ``tools``."""
 
     def __init__(self, engine: Engine, tools: ToolBox, tokenizer, cfg: RolloutConfig, *, seed: int = 0,
-                 answer_tag: str = "answer"):
+                 answer_tag: str = "answer", deterministic: bool = False):
         self.engine, self.tools, self.tokenizer, self.cfg = engine, tools, tokenizer, cfg
         self.answer_tag = answer_tag
         self.seed = seed
+        self.deterministic = deterministic
         self._ln_v = math.log(engine.vocab_size)
         eos = tokenizer.eos_token_id
         self._stop_ids = (eos,) if eos is not None else ()
@@ -243,12 +244,19 @@ class Sampler:
         return bool(draw < min(max(prob, 0.0), 1.0))
 
     def _harvest(self, b: _Batch, block: bool) -> list[tuple[_Path, list[int]]]:
-        """Finished tool calls → result tokens appended to the tree; waits only when nothing else can run."""
+        """Finished tool calls → result tokens appended to the tree; waits only when nothing else can run.
+
+        ``deterministic``: waits for every pending call, so which paths share an engine call (and so the
+        padding around each row, which moves logits by float rounding) never depends on how fast a tool ran;
+        results are taken in path order either way (``wait`` returns a set)."""
         if not b.pending:
             return []
-        done, _ = wait(list(b.pending), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+        if self.deterministic:
+            done, _ = wait(list(b.pending))
+        else:
+            done, _ = wait(list(b.pending), timeout=None if block else 0, return_when=FIRST_COMPLETED)
         out = []
-        for fut in done:
+        for fut in sorted(done, key=lambda f: (b.pending[f].key, b.pending[f].segment)):
             p = b.pending.pop(fut)
             ids = encode_result(self.tokenizer, fut.result().text)
             if len(ids) >= self._remaining(p):  # no room left to answer after it

@@ -60,3 +60,17 @@ def pick_device(local_rank: int) -> torch.device:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+def set_deterministic(setting: bool | None, device: torch.device) -> bool:
+    """``train.deterministic`` (None = on for CPU, off on CUDA) applied to torch; returns whether it is on.
+
+    On CPU every op the trainer runs then has a deterministic kernel. On CUDA it also fixes the cuBLAS
+    workspace (needed for deterministic GEMMs); ops without a deterministic CUDA kernel warn instead of
+    failing (``warn_only``): flex attention's backward, Triton kernels with atomics, and NCCL reductions
+    under several ranks stay nondeterministic there."""
+    on = device.type == "cpu" if setting is None else bool(setting)
+    if on and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=device.type == "cuda")
+    return on

@@ -33,7 +33,7 @@ from ..rollout.sampler import Rollout, Sampler
 from ..tools.toolbox import make_toolbox
 from . import checkpoint as ckpt
 from .data import load_prompts, step_prompts
-from .dist import Dist, launched_ranks, pick_device
+from .dist import Dist, launched_ranks, pick_device, set_deterministic
 from .microbatch import micro_batches
 from .optim import TorchBackend
 from .policy import PolicyLogprobs, enable_activation_checkpointing, load_causal_lm
@@ -56,6 +56,7 @@ class Trainer:
         self.dist = self._init_dist()
         self.run_dir = Path(cfg.train.output_dir)
         checkpoint = self._resume_path(resume)
+        self.deterministic = set_deterministic(cfg.train.deterministic, self.dist.device)
         torch.manual_seed(cfg.train.seed)
         self.tokenizer = _load_tokenizer(cfg)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -221,7 +222,7 @@ class Trainer:
 
     def _rollout(self, prompts, step: int) -> tuple[list[Rollout], dict]:
         sampler = Sampler(self.engine, self.toolbox, self.tokenizer, self.cfg.rollout,
-                          seed=step_seed(self.cfg.train.seed, step, self.dist.rank))
+                          seed=step_seed(self.cfg.train.seed, step, self.dist.rank), deterministic=self.deterministic)
         total = len(prompts) * self.cfg.rollout.M
         with tqdm(total=total, desc="rollout", unit="traj", leave=False, disable=self._no_bars) as bar:
             rollouts = sampler.rollout([list(p.ids) for p in prompts], progress=bar.update)

@@ -31,6 +31,22 @@ class Dist:
         if self.active:
             torch.distributed.barrier()
 
+    def on_main(self, fn):
+        """``fn()`` run on rank 0 alone; its result, or the exception it raised, on every rank (picklable)."""
+        if not self.active:
+            return fn()
+        box = [None]
+        if self.is_main:
+            try:
+                box[0] = (fn(), None)
+            except Exception as err:  # raised below on every rank, rank 0 included
+                box[0] = (None, err)
+        torch.distributed.broadcast_object_list(box, src=0)
+        result, err = box[0]
+        if err is not None:
+            raise err
+        return result
+
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Per-key mean over ranks (keys must be the same on every rank; NaN stays NaN)."""
         if not self.active or not values:

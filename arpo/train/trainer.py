@@ -114,13 +114,14 @@ class Trainer:
                 raise ConfigError(f"train.output_dir: {self.run_dir} already holds a run (checkpoints or "
                                   "metrics.jsonl); pass --resume to continue it or choose another output_dir")
             return None
-        if resume == "latest":
-            found = ckpt.latest_checkpoint(self.run_dir)
-            if found is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.run_dir / ckpt.CHECKPOINTS}")
-            return found
-        ckpt.load_state(resume)  # checks that it is one
-        return Path(resume)
+
+        def intact() -> Path:  # "latest": the newest intact checkpoint; a named one: that one, intact or an error
+            if resume == "latest":
+                return ckpt.resume_latest(self.run_dir)
+            ckpt.verify(resume)
+            return Path(resume)
+
+        return self.dist.on_main(intact)  # rank 0 reads every byte (and sets damaged checkpoints aside) once
 
     def _make_backend(self, policy: PolicyLogprobs):
         if self.cfg.train.bf16 and self.dist.device.type != "cuda":

@@ -2,6 +2,8 @@
 bad input."""
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +92,31 @@ def test_resume_is_exact(straight, tmp_path):
     assert sorted(rb) == [1, 2, 3, 4]
     for s in rb:
         assert rb[s]["reward_mean"] == ra[s]["reward_mean"] and rb[s]["generated_tokens"] == ra[s]["generated_tokens"]
+
+
+def test_resume_skips_a_damaged_checkpoint(straight, tmp_path):
+    """The newest checkpoint overwritten with random bytes, then truncated: --resume continues from the one
+    before (and trains exactly what the straight run did); naming the damaged one is a clear error."""
+    out = tmp_path / "run"
+    assert Trainer(tiny(out, "train.total_steps=2", "train.save_every=1"), progress=False).train() == 0
+    damaged = ckpt.checkpoint_dir(out, 2)
+    for file in ("trainer_state.pt", "policy/model.safetensors"):
+        path = damaged / file
+        data = path.read_bytes()
+        path.write_bytes(os.urandom(len(data)) if file == "trainer_state.pt" else data[: len(data) // 2])
+        with pytest.raises(ckpt.DamagedCheckpoint, match=re.escape(str(path))):
+            Trainer(tiny(out, "train.total_steps=2"), resume=str(damaged), progress=False)
+        with pytest.warns(UserWarning, match=re.escape(f"damaged checkpoint skipped: {path}")):
+            trainer = Trainer(tiny(out, "train.total_steps=2", "train.save_every=1"), resume="latest",
+                              progress=False)
+        assert trainer.start_step == 1
+        assert trainer.train() == 0
+        ckpt.verify(damaged)  # written anew by the resumed run
+        a, b = weights(straight / "checkpoints" / "step_000002"), weights(damaged)
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6, msg=k)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step_000001", "step_000002", "step_000002.damaged", "step_000002.damaged-2"]
 
 
 def test_existing_run_needs_resume(straight):

@@ -11,9 +11,11 @@
 from .hf import lm_head_inputs
 from .linear_logprob_entropy import LinearLogprobEntropyFunction, linear_logprob_entropy
 from .logprob_entropy import LogprobEntropyFunction, logprob_entropy
-from .policy_loss import PolicyLossFunction, flat_weights, policy_loss, policy_loss_packed
+from .policy_loss import PolicyLossFunction, flat_terms, flat_weights, policy_loss, policy_loss_packed
 from .reference import linear_logprob_entropy_reference, logprob_entropy_reference, policy_loss_reference
+from .spec import AGG_MODES, KL_TYPES, PolicyInputs, PolicyLossParams, TokenTerms
 
-__all__ = ["LinearLogprobEntropyFunction", "LogprobEntropyFunction", "PolicyLossFunction", "flat_weights",
+__all__ = ["AGG_MODES", "KL_TYPES", "LinearLogprobEntropyFunction", "LogprobEntropyFunction", "PolicyInputs",
+           "PolicyLossFunction", "PolicyLossParams", "TokenTerms", "flat_terms", "flat_weights",
            "linear_logprob_entropy", "linear_logprob_entropy_reference", "lm_head_inputs", "logprob_entropy",
            "logprob_entropy_reference", "policy_loss", "policy_loss_packed", "policy_loss_reference"]

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .spec import BACKENDS
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-BACKENDS = ("auto", "triton", "numba", "torch")
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from ._numba_math import exp_f32
-from .policy_loss import PARTS
-from .reference import LOG_RATIO_CLAMP
+from .spec import KL_LOG_CLAMP, KL_VALUE_CLAMP, LOG_RATIO_CLAMP, PARTS, PolicyInputs
 
 CHUNK = 16384
 BLOCK = 1024
@@ -29,11 +28,9 @@ def _exp_f64(x):
 
 
 @numba.njit(inline="always")
-def _active(w, a0, a1, i, flat):
-    """Whether token i counts: it has a weight, or (packed) an advantage term; others are never read."""
-    if flat:
-        return w[i] != 0
-    return (w[i] != 0) | (a0[i] != 0) | (a1[i] != 0)
+def _active(w, pos, neg, i):
+    """Whether token i counts: it has a weight or an advantage term; others are never read."""
+    return (w[i] != 0) | (pos[i] != 0) | (neg[i] != 0)
 
 
 @numba.njit(fastmath={"nnan", "nsz", "reassoc"})
@@ -47,15 +44,17 @@ def _block_minmax(rb, w, b0, nb, rmin, rmax, sentinel):
     return rmin, rmax
 
 
-def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
+def _make_kernel(exp, dtype, has_ent, has_ref, kl_code):
     """The fused kernel for one compute dtype (fp32: polynomial exp, fp64: math.exp). Each chunk is walked in
     blocks: the exps of a block first (simple loops that vectorise), then one select-only pass for the loss,
     gradients and sums, then the ratio min/max."""
     one, zero, big = dtype(1.0), dtype(0.0), dtype(np.inf)
+    kl_log, kl_val = dtype(KL_LOG_CLAMP), dtype(KL_VALUE_CLAMP)
     sentinel = dtype(np.finfo(dtype).max)
 
     @numba.njit(parallel=True, fastmath=_FLAGS, cache=True)
-    def kernel(lp, old, ent, ref, a0, a1, w, w0, w1, lo, hi, c, kl_coef, ent_coef, clamp, dlp, dent, parts):
+    def kernel(lp, old, ent, ref, adv_pos, adv_neg, w, w_pos, w_neg, lo, hi, c, kl_coef, ent_coef, clamp, dlp, dent,
+               parts):
         n = lp.shape[0]
         for ci in numba.prange(parts.shape[0]):
             rb = np.empty(BLOCK, dtype)  # ratio per token of the block
@@ -67,31 +66,23 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
                 nb = min(BLOCK, n - b0)
                 for j in range(nb):
                     i = b0 + j
-                    lr = (lp[i] - old[i]) if _active(w, a0, a1, i, flat) else zero
+                    lr = (lp[i] - old[i]) if _active(w, adv_pos, adv_neg, i) else zero
                     rb[j] = exp(min(max(lr, -clamp), clamp))
                 if has_ref and kl_code == 0:
                     for j in range(nb):
                         i = b0 + j
-                        d = (ref[i] - lp[i]) if _active(w, a0, a1, i, flat) else zero
-                        eb[j] = exp(min(max(d, dtype(-20.0)), dtype(20.0)))
+                        d = (ref[i] - lp[i]) if _active(w, adv_pos, adv_neg, i) else zero
+                        eb[j] = exp(min(max(d, -kl_log), kl_log))
                 for j in range(nb):
                     i = b0 + j
                     wi = w[i]
-                    act = _active(w, a0, a1, i, flat)
-                    if flat:
-                        a = a0[i] if act else zero
-                        pos = wi * a if a > zero else zero
-                        neg = wi * a if a < zero else zero
-                        wpos = wi if a > zero else zero
-                        wneg = wi if a < zero else zero
-                        adv_chk = a
-                    else:
-                        pos = a0[i] if act else zero
-                        neg = a1[i] if act else zero
-                        wpos = w0[i] if act else zero
-                        wneg = w1[i] if act else zero
-                        sign_ok = (pos >= zero) & (neg <= zero)
-                        adv_chk = (pos + neg + wi + wpos + wneg) if sign_ok else big
+                    act = _active(w, adv_pos, adv_neg, i)
+                    pos = adv_pos[i] if act else zero
+                    neg = adv_neg[i] if act else zero
+                    wpos = w_pos[i] if act else zero
+                    wneg = w_neg[i] if act else zero
+                    sign_ok = (pos >= zero) & (neg <= zero)
+                    adv_chk = (pos + neg + wi + wpos + wneg) if sign_ok else big
                     x = lp[i] if act else zero
                     y = old[i] if act else zero
                     lr = x - y
@@ -109,11 +100,11 @@ def _make_kernel(exp, dtype, flat, has_ent, has_ref, kl_code):
                             dk = x - z
                         else:
                             d = z - x
-                            dc = min(max(d, dtype(-20.0)), dtype(20.0))
+                            dc = min(max(d, -kl_log), kl_log)
                             e = eb[j]
                             k0 = e - dc - one
-                            k = min(max(k0, dtype(-10.0)), dtype(10.0))
-                            dk = (one - e) if ((abs(d) <= dtype(20.0)) & (k0 <= dtype(10.0))) else zero
+                            k = min(max(k0, -kl_val), kl_val)
+                            dk = (one - e) if ((abs(d) <= kl_log) & (k0 <= kl_val)) else zero
                         g += kl_coef * wi * dk
                         s_kl += wi * k
                         b_ref += zero if abs(z) < big else one
@@ -145,22 +136,24 @@ _EXP = {torch.float32: (exp_f32, np.float32), torch.float64: (_exp_f64, np.float
 
 
 @functools.cache
-def _kernel(dtype: torch.dtype, flat: bool, has_ent: bool, has_ref: bool, kl_code: int):
+def _kernel(dtype: torch.dtype, has_ent: bool, has_ref: bool, kl_code: int):
     """One compiled kernel per (dtype, options): the options are compile-time constants, so the token loop has
     no option branches left (compiled on first use, cached on disk by numba)."""
     exp, np_dtype = _EXP[dtype]
-    return _make_kernel(exp, np_dtype, flat, has_ent, has_ref, kl_code if has_ref else 0)
+    return _make_kernel(exp, np_dtype, has_ent, has_ref, kl_code if has_ref else 0)
 
 
-def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
-    """Per-token tensors [N] (CPU, fp32/fp64) -> (parts [chunks, len(PARTS)] float64, d/d lp, d/d entropy)."""
+def fused(x: PolicyInputs, params):
+    """PolicyInputs of [N] CPU tensors (fp32/fp64) -> (parts [chunks, len(PARTS)] float64, d/d lp, d/d entropy)."""
+    lp = x.logprobs
     n = lp.shape[0]
     dlp, dent = torch.empty_like(lp), torch.empty_like(lp)
     parts = torch.empty(max(1, -(-n // CHUNK)), len(PARTS), dtype=torch.float64)
-    arrays = [(t if t is not None else lp).detach().numpy() for t in (lp, old, ent, ref, a0, a1, w, w0, w1)]
+    arrays = [(t if t is not None else lp).detach().numpy()
+              for t in (lp, x.old_logprobs, x.entropy, x.ref_logprobs, *x.terms)]
     scalar = arrays[0].dtype.type
     lo, hi, c = (scalar(min(b, np.finfo(scalar).max)) for b in params.bounds)
-    kernel = _kernel(lp.dtype, flat, ent is not None, ref is not None, params.kl_code)
+    kernel = _kernel(lp.dtype, x.entropy is not None, x.ref_logprobs is not None, params.kl_code)
     kernel(*arrays, lo, hi, c, scalar(params.kl_coef), scalar(params.entropy_coef), scalar(LOG_RATIO_CLAMP),
            dlp.numpy(), dent.numpy(), parts.numpy())
     return parts, dlp, dent

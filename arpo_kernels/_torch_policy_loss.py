@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .reference import LOG_RATIO_CLAMP
+from .spec import KL_LOG_CLAMP, KL_VALUE_CLAMP, LOG_RATIO_CLAMP, PolicyInputs
 
 
 def kl_and_grad(lp, ref, kl_code: int):
@@ -16,37 +16,29 @@ def kl_and_grad(lp, ref, kl_code: int):
     if kl_code == 2:
         return 0.5 * (lp - ref) ** 2, lp - ref
     d = ref - lp
-    inner = (d >= -20.0) & (d <= 20.0)
-    d = d.clamp(-20.0, 20.0)
+    inner = (d >= -KL_LOG_CLAMP) & (d <= KL_LOG_CLAMP)
+    d = d.clamp(-KL_LOG_CLAMP, KL_LOG_CLAMP)
     k = torch.exp(d) - d - 1.0
-    return k.clamp(-10.0, 10.0), (1.0 - torch.exp(d)) * (inner & (k <= 10.0))
+    return k.clamp(-KL_VALUE_CLAMP, KL_VALUE_CLAMP), (1.0 - torch.exp(d)) * (inner & (k <= KL_VALUE_CLAMP))
 
 
-def split_advantages(a0, a1, w, w0, w1, flat: bool):
-    """(Σ w·A⁺, Σ w·A⁻, Σ w over A > 0, Σ w over A < 0) per token, from flat (advantages, weights) or packed."""
-    if not flat:
-        return a0, a1, w0, w1
-    pos, neg = (a0 > 0).to(w.dtype), (a0 < 0).to(w.dtype)
-    return w * a0 * pos, w * a0 * neg, w * pos, w * neg
-
-
-def _packed_invalid(a0, a1, w, w0, w1):
-    """inf where a packed token's advantage/weight inputs are non-finite or adv_pos < 0 / adv_neg > 0."""
-    ok = torch.isfinite(a0 + a1 + w + w0 + w1) & (a0 >= 0) & (a1 <= 0)
+def _invalid_terms(terms):
+    """inf where a token's advantage/weight terms are non-finite or adv_pos < 0 / adv_neg > 0."""
+    ok = torch.isfinite(sum(terms)) & (terms.adv_pos >= 0) & (terms.adv_neg <= 0)
     return torch.where(ok, 0.0, math.inf)
 
 
-def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
-    """Per-token arrays [N] -> (parts [1, len(PARTS)] float64, d loss/d lp [N], d loss/d entropy [N])."""
+def fused(x: PolicyInputs, params):
+    """PolicyInputs of [N] tensors -> (parts [1, len(PARTS)] float64, d loss/d lp [N], d loss/d entropy [N])."""
     lo, hi, c = params.bounds
-    # tokens outside the loss may hold anything (NaN included): read as 0. A packed token counts when it has a
-    # weight or an advantage term.
-    active = (w != 0) if flat else (w != 0) | (a0 != 0) | (a1 != 0)
-    bad = [(~torch.isfinite(t) & active).sum() if t is not None else lp.new_zeros(())
-           for t in (lp, old, a0 if flat else _packed_invalid(a0, a1, w, w0, w1), ref, ent)]
-    clean = [None if t is None else torch.where(active, t, 0.0) for t in (lp, old, ent, ref, a0, a1)]
-    lp, old, ent, ref, a0, a1 = clean
-    pos, neg, wpos, wneg = split_advantages(a0, a1, w, w0, w1, flat)
+    t = x.terms
+    w = t.weight
+    # tokens outside the loss may hold anything (NaN included): read as 0
+    active = (w != 0) | (t.adv_pos != 0) | (t.adv_neg != 0)
+    bad = [(~torch.isfinite(v) & active).sum() if v is not None else w.new_zeros(())
+           for v in (x.logprobs, x.old_logprobs, _invalid_terms(t), x.ref_logprobs, x.entropy)]
+    lp, old, ent, ref, pos, neg, wpos, wneg = [None if v is None else torch.where(active, v, 0.0) for v in (
+        x.logprobs, x.old_logprobs, x.entropy, x.ref_logprobs, t.adv_pos, t.adv_neg, t.weight_pos, t.weight_neg)]
     log_ratio = lp - old
     in_range = log_ratio.abs() <= LOG_RATIO_CLAMP
     r = torch.exp(log_ratio.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))

@@ -7,14 +7,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .policy_loss import PARTS
-from .reference import LOG_RATIO_CLAMP
+from .spec import KL_LOG_CLAMP, KL_VALUE_CLAMP, LOG_RATIO_CLAMP, PARTS, PolicyInputs
 
 BLOCK = 4096
 
 
 @triton.jit
-def _kl_and_grad(lp, ref, KL_CODE: tl.constexpr):
+def _kl_and_grad(lp, ref, KL_CODE: tl.constexpr, KL_LOG: tl.constexpr, KL_VAL: tl.constexpr):
     """(KL, d KL / d lp) for KL_CODE 0 = low_var_kl, 1 = k1, 2 = k2."""
     if KL_CODE == 1:
         k = lp - ref
@@ -24,12 +23,12 @@ def _kl_and_grad(lp, ref, KL_CODE: tl.constexpr):
         dk = lp - ref
     else:
         d = ref - lp
-        inner = (d >= -20.0) & (d <= 20.0)
-        d = tl.minimum(tl.maximum(d, -20.0), 20.0)
+        inner = (d >= -KL_LOG) & (d <= KL_LOG)
+        d = tl.minimum(tl.maximum(d, -KL_LOG), KL_LOG)
         e = tl.exp(d)
         k = e - d - 1.0
-        dk = tl.where(inner & (k <= 10.0), 1.0 - e, 0.0)
-        k = tl.minimum(tl.maximum(k, -10.0), 10.0)
+        dk = tl.where(inner & (k <= KL_VAL), 1.0 - e, 0.0)
+        k = tl.minimum(tl.maximum(k, -KL_VAL), KL_VAL)
     return k, dk
 
 
@@ -39,9 +38,9 @@ def _bad(x):
 
 
 @triton.jit
-def _policy_loss_kernel(LP, OLD, ENT, REF, A0, A1, W, W0, W1, DLP, DENT, PARTS_PTR, SCALARS, N,
-                        FLAT: tl.constexpr, HAS_ENT: tl.constexpr, HAS_REF: tl.constexpr, KL_CODE: tl.constexpr,
-                        NPARTS: tl.constexpr, BLOCK: tl.constexpr):
+def _policy_loss_kernel(LP, OLD, ENT, REF, ADV_POS, ADV_NEG, W, W_POS, W_NEG, DLP, DENT, PARTS_PTR, SCALARS, N,
+                        HAS_ENT: tl.constexpr, HAS_REF: tl.constexpr, KL_CODE: tl.constexpr, KL_LOG: tl.constexpr,
+                        KL_VAL: tl.constexpr, NPARTS: tl.constexpr, BLOCK: tl.constexpr):
     # scalars in the data's dtype (fp64 stays exact): lo, hi, dual-clip bound, kl_coef, entropy_coef, clamp
     lo, hi, c = tl.load(SCALARS + 0), tl.load(SCALARS + 1), tl.load(SCALARS + 2)
     kl_coef, ent_coef, clamp = tl.load(SCALARS + 3), tl.load(SCALARS + 4), tl.load(SCALARS + 5)
@@ -50,18 +49,11 @@ def _policy_loss_kernel(LP, OLD, ENT, REF, A0, A1, W, W0, W1, DLP, DENT, PARTS_P
     m = offs < N
     w = tl.load(W + offs, mask=m, other=0.0)
     zero = tl.zeros_like(w)
-    # tokens outside the loss may hold anything (NaN included): not read
-    if FLAT:
-        act = m & (w != 0.0)
-        a = tl.load(A0 + offs, mask=act, other=0.0)
-        pos, neg = tl.where(a > 0, w * a, zero), tl.where(a < 0, w * a, zero)
-        wpos, wneg = tl.where(a > 0, w, zero), tl.where(a < 0, w, zero)
-        bad_adv = _bad(a)
-    else:  # a packed token counts when it has a weight or an advantage term
-        pos, neg = tl.load(A0 + offs, mask=m, other=0.0), tl.load(A1 + offs, mask=m, other=0.0)
-        act = m & ((w != 0.0) | (pos != 0.0) | (neg != 0.0))
-        wpos, wneg = tl.load(W0 + offs, mask=act, other=0.0), tl.load(W1 + offs, mask=act, other=0.0)
-        bad_adv = tl.where((pos >= 0) & (neg <= 0), _bad(pos + neg + w + wpos + wneg), 1.0)
+    # a token counts when it has a weight or an advantage term; others may hold anything (NaN included): not read
+    pos, neg = tl.load(ADV_POS + offs, mask=m, other=0.0), tl.load(ADV_NEG + offs, mask=m, other=0.0)
+    act = m & ((w != 0.0) | (pos != 0.0) | (neg != 0.0))
+    wpos, wneg = tl.load(W_POS + offs, mask=act, other=0.0), tl.load(W_NEG + offs, mask=act, other=0.0)
+    bad_adv = tl.where((pos >= 0) & (neg <= 0), _bad(pos + neg + w + wpos + wneg), 1.0)
     lp = tl.load(LP + offs, mask=act, other=0.0)
     old = tl.load(OLD + offs, mask=act, other=0.0)
     lr = lp - old
@@ -73,7 +65,7 @@ def _policy_loss_kernel(LP, OLD, ENT, REF, A0, A1, W, W0, W1, DLP, DENT, PARTS_P
     bad_ref = zero
     if HAS_REF:
         ref = tl.load(REF + offs, mask=act, other=0.0)
-        kl, dk = _kl_and_grad(lp, ref, KL_CODE)
+        kl, dk = _kl_and_grad(lp, ref, KL_CODE, KL_LOG, KL_VAL)
         g += kl_coef * w * dk
         bad_ref = _bad(ref)
     ent = zero
@@ -101,15 +93,17 @@ def _policy_loss_kernel(LP, OLD, ENT, REF, A0, A1, W, W0, W1, DLP, DENT, PARTS_P
     tl.store(row + 15, tl.max(tl.where(weighted, r, float("-inf")), axis=0))
 
 
-def fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat: bool):
-    """Per-token tensors [N] (fp32/fp64) -> (parts [blocks, len(PARTS)] float64, d/d lp, d/d entropy)."""
+def fused(x: PolicyInputs, params):
+    """PolicyInputs of [N] tensors (fp32/fp64) -> (parts [blocks, len(PARTS)] float64, d/d lp, d/d entropy)."""
+    lp = x.logprobs
     n = lp.shape[0]
     dlp, dent = torch.empty_like(lp), torch.empty_like(lp)
     blocks = max(1, triton.cdiv(n, BLOCK))
     parts = torch.empty(blocks, len(PARTS), dtype=lp.dtype, device=lp.device)
     scalars = torch.tensor([*params.bounds, params.kl_coef, params.entropy_coef, LOG_RATIO_CLAMP], dtype=lp.dtype,
                            device=lp.device)
-    args = [t if t is not None else lp for t in (lp, old, ent, ref, a0, a1, w, w0, w1)]
-    _policy_loss_kernel[(blocks,)](*args, dlp, dent, parts, scalars, n, FLAT=flat, HAS_ENT=ent is not None,
-                                   HAS_REF=ref is not None, KL_CODE=params.kl_code, NPARTS=len(PARTS), BLOCK=BLOCK)
+    args = [t if t is not None else lp for t in (lp, x.old_logprobs, x.entropy, x.ref_logprobs, *x.terms)]
+    _policy_loss_kernel[(blocks,)](*args, dlp, dent, parts, scalars, n, HAS_ENT=x.entropy is not None,
+                                   HAS_REF=x.ref_logprobs is not None, KL_CODE=params.kl_code, KL_LOG=KL_LOG_CLAMP,
+                                   KL_VAL=KL_VALUE_CLAMP, NPARTS=len(PARTS), BLOCK=BLOCK)
     return parts.to(torch.float64), dlp, dent

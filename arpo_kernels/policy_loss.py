@@ -1,10 +1,10 @@
 """policy_loss / policy_loss_packed: the clipped PPO/GRPO objective with KL and entropy terms, forward and
 backward fused in one pass over the tokens.
 
-Both forms reduce to per-token sums over the token's copies (DESIGN.md, "Tree packing is exact"): adv_pos =
-Σ w·A over copies with A > 0, adv_neg = Σ w·A over copies with A < 0, weight = Σ w (and weight_pos/weight_neg,
-Σ w over copies with A > 0 / A < 0, for the clip-fraction metrics). The flat form builds them from the
-aggregation weights w of `agg` (one copy per token); pack_trees produces them for tree-packed batches. Per token,
+Both forms reach the kernels as the per-token sums over the token's copies of spec.TokenTerms (DESIGN.md, "Tree
+packing is exact"): the flat form is the packed one with one copy per token (``flat_terms`` builds the terms
+from the advantages and the aggregation weights w of `agg`); pack_trees produces them for tree-packed batches.
+One kernel path per backend. Per token,
 with r = exp(clamp(logprobs - old_logprobs, ±20)):
 
     loss_t = -adv_pos·min(r, 1 + clip_high) - adv_neg·min(max(r, 1 - clip_low), dual_clip)
@@ -24,55 +24,13 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass
 
 import torch
 
 from ._checks import FLOAT_DTYPES, out_dtype, resolve_backend
-from .reference import LOG_RATIO_CLAMP
+from .spec import AGG_MODES, PARTS, PolicyInputs, PolicyLossParams, TokenTerms
 
-AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
-KL_TYPES = ("low_var_kl", "k1", "k2")
-# Layout of the partial sums every backend returns, [chunks, len(PARTS)]: weighted sums, counts of non-finite
-# inputs on tokens in the loss (reported as errors), and the ratio min/max last.
-PARTS = ("pg", "kl", "ent", "w", "w_ratio", "w_neg_log_ratio", "clip_high", "clip_low", "dual", "bad_logprobs",
-         "bad_old_logprobs", "bad_advantages", "bad_ref_logprobs", "bad_entropy", "ratio_min", "ratio_max")
 _MODULES = {"numba": "._numba_policy_loss", "triton": "._triton_policy_loss", "torch": "._torch_policy_loss"}
-
-
-@dataclass(frozen=True)
-class PolicyLossParams:
-    """Scalar hyper-parameters of the policy loss."""
-
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float | None = None
-    kl_coef: float = 0.0
-    kl_type: str = "low_var_kl"
-    entropy_coef: float = 0.0
-
-    def __post_init__(self):
-        for name in ("clip_low", "clip_high", "kl_coef", "entropy_coef"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-        if not 0.0 <= self.clip_low < 1.0:
-            raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
-        if self.clip_high < 0.0:
-            raise ValueError(f"clip_high must be >= 0, got {self.clip_high}")
-        if self.dual_clip is not None and not (math.isfinite(self.dual_clip) and self.dual_clip > 1.0):
-            raise ValueError(f"dual_clip must be None or a finite number > 1, got {self.dual_clip}")
-        if self.kl_type not in KL_TYPES:
-            raise ValueError(f"unknown kl_type {self.kl_type!r}: expected one of {', '.join(KL_TYPES)}")
-
-    @property
-    def bounds(self) -> tuple[float, float, float]:
-        """(1 - clip_low, 1 + clip_high, dual clip bound or +inf)."""
-        return 1.0 - self.clip_low, 1.0 + self.clip_high, math.inf if self.dual_clip is None else self.dual_clip
-
-    @property
-    def kl_code(self) -> int:
-        return KL_TYPES.index(self.kl_type)
 
 
 def kernel_module(backend: str):
@@ -80,17 +38,14 @@ def kernel_module(backend: str):
 
 
 class PolicyLossFunction(torch.autograd.Function):
-    """Runs a backend's fused pass (loss parts and both gradients at once); backward only scales them.
-
-    Backend contract: fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat) on [N] tensors of one float dtype
-    (ent, ref may be None). flat=True: a0 = advantages, w = aggregation weights (a1, w0, w1 unused); flat=False:
-    a0/a1 = adv_pos/adv_neg, w = weight, w0/w1 = weight_pos/weight_neg. Returns (parts [chunks, len(PARTS)]
-    float64, d loss/d lp [N], d loss/d entropy [N])."""
+    """Runs a backend's fused pass (loss parts and both gradients at once, see spec.PolicyInputs); backward only
+    scales them. ``lp``/``ent`` are the differentiable inputs; ``terms`` a spec.TokenTerms."""
 
     @staticmethod
-    def forward(ctx, lp, ent, old, ref, a0, a1, w, w0, w1, params, backend, flat):
-        parts, dlp, dent = kernel_module(backend).fused(lp, old, ent, ref, a0, a1, w, w0, w1, params, flat)
-        _raise_on_bad_inputs(parts, flat)
+    def forward(ctx, lp, ent, old, ref, terms: TokenTerms, params: PolicyLossParams, backend: str,
+                adv_name: str = "advantages"):
+        parts, dlp, dent = kernel_module(backend).fused(PolicyInputs(lp, old, ent, ref, terms), params)
+        _raise_on_bad_inputs(parts, adv_name)
         sums = parts[:, :9].sum(0)
         loss = sums[0] + params.kl_coef * sums[1] - params.entropy_coef * sums[2]
         ctx.save_for_backward(dlp, dent)
@@ -100,19 +55,18 @@ class PolicyLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_loss, _g_parts):
         dlp, dent = ctx.saved_tensors
-        return (g_loss * dlp, g_loss * dent if ctx.needs_input_grad[1] else None) + (None,) * 10
+        return (g_loss * dlp, g_loss * dent if ctx.needs_input_grad[1] else None) + (None,) * 6
 
 
-def _raise_on_bad_inputs(parts: torch.Tensor, flat: bool) -> None:
+def _raise_on_bad_inputs(parts: torch.Tensor, adv_name: str) -> None:
     """NaN/inf on tokens that count in the loss, counted by the kernel: an error naming the tensor (one sync)."""
     counts = parts[:, 9:14].sum(0).tolist()
     packed_adv = ("adv_pos/adv_neg/weight/weight_pos/weight_neg have {} invalid values (NaN, inf, adv_pos < 0 or "
                   "adv_neg > 0) on tokens that count in the loss")
     plain = "{} has {} NaN or inf values on tokens that count in the loss"
-    for name, count in zip(["logprobs", "old_logprobs", "advantages", "ref_logprobs", "entropy"], counts):
+    for name, count in zip(["logprobs", "old_logprobs", adv_name, "ref_logprobs", "entropy"], counts):
         if count:
-            raise ValueError(packed_adv.format(int(count)) if name == "advantages" and not flat
-                             else plain.format(name, int(count)))
+            raise ValueError(packed_adv.format(int(count)) if name == "packed terms" else plain.format(name, int(count)))
 
 
 def _metrics(parts: torch.Tensor, has_wsplit: bool, has_ref: bool, has_ent: bool) -> dict[str, torch.Tensor]:
@@ -145,22 +99,33 @@ def _check_tensor(name: str, t, like: torch.Tensor, float_only: bool = True) -> 
         raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
 
 
-def _run(tensors: dict, params: PolicyLossParams, backend: str, flat: bool):
-    """tensors: lp, old, ent, ref, a0, a1, w, w0, w1 (see PolicyLossFunction), shapes already checked."""
-    if params.kl_coef != 0.0 and tensors["ref"] is None:
+def _run(lp, old, ent, ref, terms: TokenTerms, params: PolicyLossParams, backend: str, adv_name: str,
+         has_wsplit: bool = True):
+    """Shapes already checked: everything flattened to [N] in the accumulation dtype, then the fused pass."""
+    if params.kl_coef != 0.0 and ref is None:
         raise ValueError("kl_coef != 0 needs ref_logprobs")
-    if params.entropy_coef != 0.0 and tensors["ent"] is None:
+    if params.entropy_coef != 0.0 and ent is None:
         raise ValueError("entropy_coef != 0 needs entropy")
-    lp = tensors["lp"]
     backend = resolve_backend(backend, lp.device)
     acc = out_dtype(lp.dtype)
-    t = {k: None if v is None else v.reshape(-1).to(acc).contiguous() for k, v in tensors.items()}
-    has_wsplit = flat or t["w0"] is not None
-    if not has_wsplit:
-        t["w0"] = t["w1"] = t["w"]  # clip fractions are not reported without them
-    loss, parts = PolicyLossFunction.apply(t["lp"], t["ent"], t["old"], t["ref"], t["a0"], t["a1"], t["w"],
-                                           t["w0"], t["w1"], params, backend, flat)
-    return loss, _metrics(parts, has_wsplit, t["ref"] is not None, t["ent"] is not None)
+
+    def prep(v):
+        return None if v is None else v.reshape(-1).to(acc).contiguous()
+
+    loss, parts = PolicyLossFunction.apply(prep(lp), prep(ent), prep(old), prep(ref),
+                                           TokenTerms(*map(prep, terms)), params, backend, adv_name)
+    return loss, _metrics(parts, has_wsplit, ref is not None, ent is not None)
+
+
+def flat_terms(advantages: torch.Tensor, weights: torch.Tensor) -> TokenTerms:
+    """The packed terms of a flat batch (one copy per token): adv_pos = w·A where A > 0, adv_neg = w·A where
+    A < 0, weight = w, weight_pos/weight_neg = w where A > 0 / A < 0. Tokens with w = 0 get no terms whatever A
+    holds; a NaN/inf advantage of a weighted token stays in adv_pos/adv_neg so the kernel reports it."""
+    a = torch.where(weights != 0, advantages.to(weights.dtype), 0.0)
+    wa = weights * a
+    zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
+    return TokenTerms(torch.where(a < 0, zero, wa), torch.where(a > 0, zero, wa), weights,
+                      torch.where(a > 0, weights, zero), torch.where(a < 0, weights, zero))
 
 
 # ---- public API ---------------------------------------------------------------------------------------------
@@ -209,9 +174,8 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("mask must be boolean or hold only 0 and 1 (token weights come from agg)")
     w = flat_weights(mask, agg, seq_index, dtype=out_dtype(logprobs.dtype))
-    tensors = dict(lp=logprobs, old=old_logprobs, ent=entropy, ref=ref_logprobs, a0=advantages, a1=None, w=w,
-                   w0=None, w1=None)
-    return _run(tensors, params, backend, flat=True)
+    return _run(logprobs, old_logprobs, entropy, ref_logprobs, flat_terms(advantages, w), params, backend,
+                "advantages")
 
 
 def policy_loss_packed(logprobs, old_logprobs, adv_pos, adv_neg, weight, *, weight_pos=None, weight_neg=None,
@@ -229,6 +193,9 @@ def policy_loss_packed(logprobs, old_logprobs, adv_pos, adv_neg, weight, *, weig
             _check_tensor(name, t, logprobs)
     if (weight_pos is None) != (weight_neg is None):
         raise ValueError("give both weight_pos and weight_neg, or neither")
-    tensors = dict(lp=logprobs, old=old_logprobs, ent=entropy, ref=ref_logprobs, a0=adv_pos, a1=adv_neg, w=weight,
-                   w0=weight_pos, w1=weight_neg)
-    return _run(tensors, params, backend, flat=False)
+    has_wsplit = weight_pos is not None
+    if not has_wsplit:  # clip fractions are not reported without them
+        weight_pos = weight_neg = weight
+    return _run(logprobs, old_logprobs, entropy, ref_logprobs,
+                TokenTerms(adv_pos, adv_neg, weight, weight_pos, weight_neg), params, backend, "packed terms",
+                has_wsplit)

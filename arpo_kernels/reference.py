@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import out_dtype
+from .spec import KL_LOG_CLAMP, KL_VALUE_CLAMP, LOG_RATIO_CLAMP
 
 
 def logprob_entropy_reference(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0,
@@ -44,7 +45,6 @@ def linear_logprob_entropy_reference(hidden: torch.Tensor, weight: torch.Tensor,
 
 
 # ---- clipped policy loss ------------------------------------------------------------------------------------
-LOG_RATIO_CLAMP = 20.0  # |log(new/old)| is clamped here before exp (both in the kernels and the reference)
 
 
 def kl_reference(logprobs, ref_logprobs, kl_type: str):
@@ -55,8 +55,8 @@ def kl_reference(logprobs, ref_logprobs, kl_type: str):
         return logprobs - ref_logprobs
     if kl_type == "k2":
         return 0.5 * (logprobs - ref_logprobs) ** 2
-    d = torch.clamp(ref_logprobs - logprobs, -20.0, 20.0)
-    return torch.clamp(torch.exp(d) - d - 1.0, -10.0, 10.0)
+    d = torch.clamp(ref_logprobs - logprobs, -KL_LOG_CLAMP, KL_LOG_CLAMP)
+    return torch.clamp(torch.exp(d) - d - 1.0, -KL_VALUE_CLAMP, KL_VALUE_CLAMP)
 
 
 def policy_loss_reference(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_high=0.2,

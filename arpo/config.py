@@ -27,11 +27,13 @@ import math
 import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import KeysView, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
+
+from .algos.advantages import ESTIMATORS
 
 __all__ = [
     "DATA_SUFFIXES",
@@ -132,9 +134,10 @@ def _yaml_load(text: str) -> Any:
 # Field helpers and strict type coercion.
 
 
-def _f(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
-    """A dataclass field with help text (and allowed values for string enums / lists of them)."""
-    metadata = {"help": help, "choices": tuple(choices)}
+def _f(default: Any, help: str, choices: Sequence[str] | KeysView = ()) -> Any:
+    """A dataclass field with help text (and allowed values for string enums / lists of them). A dict's keys()
+    stay live: the choices of ``algo.estimator`` are the estimators registered at the time of the check."""
+    metadata = {"help": help, "choices": choices if isinstance(choices, KeysView) else tuple(choices)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -430,14 +433,20 @@ class AlgoConfig(_Section):
     """Advantages and the clipped policy-gradient loss (arpo_kernels.policy_loss)."""
 
     section: ClassVar[str] = "algo"
-    advantage: str = _f(
+    estimator: str = _f(
+        "grpo",
+        "advantage estimator: a name registered in arpo/algos/advantages.py (grpo = group z-score, "
+        "drgrpo = r - group mean, rloo = leave-one-out baseline, reinforce_pp = group baseline whitened "
+        "over the batch)",
+        ESTIMATORS.keys(),
+    )
+    credit: str = _f(
         "soft",
-        "soft: every token of leaf i carries A_i; hard: a shared token carries the mean "
-        "over the leaves below it",
+        "credit of leaf advantages to tokens: soft = every token of leaf i carries A_i; hard = a shared "
+        "token carries the mean over the leaves below it",
         ("soft", "hard"),
     )
-    scale_std: bool = _f(True, "divide group-centred rewards by their std (+ eps)")
-    eps: float = _f(1e-6, "added to the group std")
+    eps: float = _f(1e-6, "added to the std by the estimators that divide by one (grpo, reinforce_pp)")
     clip_low: float = _f(0.2, "ratio clip below 1 - clip_low")
     clip_high: float = _f(0.2, "ratio clip above 1 + clip_high (clip-higher: > clip_low)")
     dual_clip: float | None = _f(None, "dual clip c > 1 for negative advantages; null = off")
@@ -587,9 +596,16 @@ def _sections() -> dict:
 # Dicts, YAML files and overrides.
 
 
-def _unknown(what: str, name: str, valid: Sequence[str], valid_in: str, where: str) -> ConfigError:
+# Keys that were renamed or replaced: their unknown-key error says what to write instead.
+_MOVED = {
+    "algo.advantage": "algo.credit",
+    "algo.scale_std": "algo.estimator (scale_std: true is estimator: grpo; false is estimator: drgrpo)",
+}
+
+
+def _unknown(what: str, name: str, valid: Sequence[str], valid_in: str, where: str, moved: str = "") -> ConfigError:
     close = difflib.get_close_matches(name, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = f" (now {_MOVED[moved]})" if moved in _MOVED else f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{where}unknown {what}; valid {valid_in}: {', '.join(valid)}{hint}")
 
 
@@ -607,7 +623,7 @@ def _field_type(section: str, name: Any, where: str) -> Any:
         raise ConfigError(f"{where}keys in section {section!r} must be strings; got {_show(name)}")
     names = [f.name for f in dataclasses.fields(cls)]
     if name not in names:
-        raise _unknown(f"key '{section}.{name}'", name, names, f"keys in {section!r}", where)
+        raise _unknown(f"key '{section}.{name}'", name, names, f"keys in {section!r}", where, f"{section}.{name}")
     return _hints(cls)[name]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from arpo.algos.advantages import get_estimator
 from arpo.tree import TrajectoryTree, flatten_trees, pack_trees
 from arpo.tree.synthetic import build_tree, rollout_script
 from arpo_kernels import policy_loss, policy_loss_packed, policy_loss_reference
@@ -82,7 +83,8 @@ def trees():
 @pytest.mark.parametrize("layout", ["flat", "packed"])
 def test_packed_vs_flat(benchmark, trees, layout):
     benchmark.group = "policy_loss on ARPO trees, flat rows vs tree-packed (numba, fwd+bwd)"
-    f, p = flatten_trees(trees), pack_trees(trees)
+    adv = get_estimator("grpo")([t.leaf_rewards() for t in trees], eps=1e-6)
+    f, p = flatten_trees(trees, adv), pack_trees(trees, adv)
     g = torch.Generator().manual_seed(1)
     if layout == "flat":
         mask = torch.from_numpy(f.loss_mask).reshape(-1)

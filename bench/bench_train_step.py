@@ -22,6 +22,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from arpo.algos.advantages import get_estimator
 from arpo.config import AlgoConfig, RolloutConfig, ToolsConfig, TrainConfig
 from arpo.engines.hf import HFEngine
 from arpo.envs.datasets import build_prompt
@@ -62,7 +63,9 @@ def update_step(model, trees, update: str) -> int:
     algo = AlgoConfig()
     opt = TorchBackend(PolicyLogprobs(model, backend="auto"), TrainConfig(lr=1e-6, micro_batch_tokens=MICRO_TOKENS),
                        torch.device("cpu"))
-    batches = [micro_batches(trees, update=update, mode="soft", agg=algo.agg, max_tokens=MICRO_TOKENS, pad_id=0)]
+    adv = get_estimator(algo.estimator)([t.leaf_rewards() for t in trees], eps=algo.eps)
+    batches = [micro_batches(trees, adv, update=update, credit=algo.credit, agg=algo.agg, max_tokens=MICRO_TOKENS,
+                             pad_id=0)]
     forwarded = attach_old_logprobs(lambda mb: opt.forward(mb, train=False), batches, algo)
     _, fwd = ppo_update(opt, batches, algo, 1, np.random.default_rng(0))
     return forwarded + fwd

@@ -1,8 +1,9 @@
 """Trajectory-tree bookkeeping, Python fallback vs C++ core, side by side in one run.
 
 Workload (issue 2): 128 prompts x 16 leaves (8 initial paths + 8 branches), 4 tool turns, ~128 tokens a model
-segment and ~64 a tool result. Timed: build every tree from the recorded operations, soft advantages,
-flatten_trees and pack_trees. Run: make bench (or pytest bench/bench_tree.py --benchmark-only).
+segment and ~64 a tool result. Timed: build every tree from the recorded operations, GRPO leaf advantages (the
+same Python estimator for both), flatten_trees and pack_trees (soft credit). Run: make bench (or pytest
+bench/bench_tree.py --benchmark-only).
 """
 import platform
 
@@ -11,6 +12,7 @@ import pytest
 
 import arpo.tree as tree_api
 from arpo import _tree as cpp
+from arpo.algos.advantages import get_estimator
 from arpo.tree import py_batch, py_tree
 from arpo.tree.synthetic import build_tree, rollout_script
 
@@ -26,10 +28,9 @@ def scripts():
 
 def pipeline(cls, builders, scripts):
     trees = [build_tree(cls, s) for s in scripts]
-    for t in trees:
-        t.advantages("soft")
-    flat = builders.flatten_trees(trees, "soft", 0, True, 1e-6)
-    packed = builders.pack_trees(trees, "soft", "token-mean", True, 1e-6)
+    adv = get_estimator("grpo")([t.leaf_rewards() for t in trees], eps=1e-6)
+    flat = builders.flatten_trees(trees, adv, "soft", 0)
+    packed = builders.pack_trees(trees, adv, "soft", "token-mean")
     return trees, flat, packed
 
 

@@ -24,7 +24,8 @@ PYBIND11_MODULE(_tree, m) {
       .def("offset", [](const TrajectoryTree& t, int64_t n) { return t.node(n).offset; }, py::arg("node"))
       .def("tokens", &g::tokens, py::arg("node"))
       .def("logprobs", &g::logprobs, py::arg("node"))
-      .def("advantages", &g::advantages, py::arg("mode") = "soft", py::arg("scale_std") = true, py::arg("eps") = 1e-6)
+      .def("leaf_rewards", [](const TrajectoryTree& t) { return g::to_numpy(t.leaf_rewards()); })
+      .def("node_advantages", &g::node_advantages, py::arg("leaf_advantages"))
       .def("to_dict", &g::to_dict)
       .def_static("from_dict", &g::from_dict, py::arg("data"))
       .def(py::pickle(&g::to_dict, &g::from_dict))
@@ -32,8 +33,8 @@ PYBIND11_MODULE(_tree, m) {
         return "TrajectoryTree(nodes=" + std::to_string(t.num_nodes()) + ", leaves=" + std::to_string(t.leaves().size()) +
                ", tokens=" + std::to_string(t.num_tokens(true)) + ")";
       });
-  m.def("flatten_trees", &g::flatten_trees, py::arg("trees"), py::arg("mode") = "soft", py::arg("pad_id") = 0,
-        py::arg("scale_std") = true, py::arg("eps") = 1e-6);
-  m.def("pack_trees", &g::pack_trees, py::arg("trees"), py::arg("mode") = "soft", py::arg("agg") = "token-mean",
-        py::arg("scale_std") = true, py::arg("eps") = 1e-6);
+  m.def("flatten_trees", &g::flatten_trees, py::arg("trees"), py::arg("leaf_advantages"), py::arg("credit") = "soft",
+        py::arg("pad_id") = 0);
+  m.def("pack_trees", &g::pack_trees, py::arg("trees"), py::arg("leaf_advantages"), py::arg("credit") = "soft",
+        py::arg("agg") = "token-mean");
 }

@@ -92,9 +92,23 @@ TreeList tree_list(const py::sequence& trees) {
   return out;
 }
 
-py::dict flatten_trees(const py::sequence& trees, const std::string& mode, int64_t pad_id, bool scale_std, double eps) {
+AdvList adv_list(py::handle leaf_advantages) {
+  if (!py::isinstance<py::list>(leaf_advantages) && !py::isinstance<py::tuple>(leaf_advantages) &&
+      !py::isinstance<py::array>(leaf_advantages))
+    throw py::type_error("leaf_advantages must be a list of arrays (one per tree), got a " +
+                         std::string(py::str(py::type::handle_of(leaf_advantages).attr("__name__"))));
+  AdvList out;
+  const py::sequence seq = py::reinterpret_borrow<py::sequence>(leaf_advantages);
+  for (size_t i = 0; i < seq.size(); ++i)
+    out.push_back(adv_vector(seq[i], "leaf_advantages[" + std::to_string(i) + "]"));
+  return out;
+}
+
+py::dict flatten_trees(const py::sequence& trees, py::handle leaf_advantages, const std::string& credit,
+                       int64_t pad_id) {
   const TreeList list = tree_list(trees);
-  const AdvMode m = parse_adv_mode(mode);
+  const Credit c = parse_credit(credit);
+  const AdvList adv = adv_list(leaf_advantages);
   int64_t rows = 0, width = 0;
   flat_shape(list, &rows, &width);
   py::dict d;
@@ -103,15 +117,16 @@ py::dict flatten_trees(const py::sequence& trees, const std::string& mode, int64
               alloc<int64_t>(d, "position_ids", {rows, width}),   alloc<bool>(d, "loss_mask", {rows, width}),
               alloc<float>(d, "advantages", {rows, width}),       alloc<float>(d, "old_logprobs", {rows, width}),
               alloc<int64_t>(d, "leaf_index", {rows, 2})};
-  flatten(list, m, pad_id, scale_std, eps, out);  // GIL held: no other thread may grow the trees meanwhile
+  flatten(list, adv, c, pad_id, out);  // GIL held: no other thread may grow the trees meanwhile
   return d;
 }
 
-py::dict pack_trees(const py::sequence& trees, const std::string& mode, const std::string& agg, bool scale_std,
-                    double eps) {
+py::dict pack_trees(const py::sequence& trees, py::handle leaf_advantages, const std::string& credit,
+                    const std::string& agg) {
   const TreeList list = tree_list(trees);
-  const AdvMode m = parse_adv_mode(mode);
+  const Credit c = parse_credit(credit);
   const Agg a = parse_agg(agg);
+  const AdvList adv = adv_list(leaf_advantages);
   const int64_t n = packed_size(list);
   py::dict d;
   PackedOut out{alloc<int64_t>(d, "input_ids", {n}),   alloc<int64_t>(d, "position_ids", {n}),
@@ -121,7 +136,7 @@ py::dict pack_trees(const py::sequence& trees, const std::string& mode, const st
                 alloc<float>(d, "adv_pos", {n}),       alloc<float>(d, "adv_neg", {n}),
                 alloc<float>(d, "old_logprobs", {n}),
                 alloc<int64_t>(d, "tree_offsets", {static_cast<py::ssize_t>(list.size()) + 1})};
-  pack(list, m, a, scale_std, eps, out);  // GIL held: no other thread may grow the trees meanwhile
+  pack(list, adv, c, a, out);  // GIL held: no other thread may grow the trees meanwhile
   return d;
 }
 

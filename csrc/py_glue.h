@@ -101,16 +101,24 @@ inline py::array_t<double> to_numpy(const std::vector<double>& v) {
   return py::array_t<double>(static_cast<py::ssize_t>(v.size()), v.data());
 }
 
-inline py::array_t<double> advantages(const TrajectoryTree& t, const std::string& mode, bool scale_std, double eps) {
-  if (parse_adv_mode(mode) == AdvMode::Soft) return to_numpy(t.leaf_advantages(scale_std, eps));
-  return to_numpy(t.node_advantages(scale_std, eps));
+// One advantage array as doubles (any 1-D real sequence, converted like np.asarray(x, float64)).
+inline std::vector<double> adv_vector(py::handle obj, const std::string& name) {
+  LpArray a;
+  if (!borrow_exact(obj, &a)) a = convert<LpArray>(obj, name.c_str(), "fiu", "real numbers");
+  return std::vector<double>(a.data(), a.data() + a.size());
+}
+
+inline py::array_t<double> node_advantages(const TrajectoryTree& t, py::handle leaf_advantages) {
+  return to_numpy(t.node_advantages(adv_vector(leaf_advantages, "leaf_advantages")));
 }
 
 py::dict to_dict(const TrajectoryTree& t);
 TrajectoryTree from_dict(const py::dict& d);
 TreeList tree_list(const py::sequence& trees);
-py::dict flatten_trees(const py::sequence& trees, const std::string& mode, int64_t pad_id, bool scale_std, double eps);
-py::dict pack_trees(const py::sequence& trees, const std::string& mode, const std::string& agg, bool scale_std,
-                    double eps);
+AdvList adv_list(py::handle leaf_advantages);
+py::dict flatten_trees(const py::sequence& trees, py::handle leaf_advantages, const std::string& credit,
+                       int64_t pad_id);
+py::dict pack_trees(const py::sequence& trees, py::handle leaf_advantages, const std::string& credit,
+                    const std::string& agg);
 
 }  // namespace arpo::glue

@@ -3,7 +3,6 @@
 #include "traj_tree.h"
 
 #include <cmath>
-#include <cstdio>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -12,7 +11,7 @@ namespace arpo {
 namespace {
 
 constexpr int64_t kMaxId = std::numeric_limits<int32_t>::max();
-constexpr double kMaxReward = 1e30;  // larger rewards overflow the group variance
+constexpr double kMaxReward = 1e30;  // larger rewards overflow an estimator's group variance
 
 // Messages are built with std::string and std::to_string only, no iostreams: on the GPU machine (Ubuntu
 // Python 3.12, gcc 13.3) the built module has no libstdc++ in its dependencies (ldd), and the first
@@ -27,12 +26,6 @@ std::string str(T v) {
 template <typename... Args>
 std::string cat(const Args&... args) {
   return (std::string() + ... + str(args));
-}
-
-std::string fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
 }
 
 void check_segment(Segment seg) {
@@ -50,10 +43,6 @@ void check_segment(Segment seg) {
   }
 }
 
-void check_eps(double eps) {
-  if (!std::isfinite(eps) || eps < 0.0) throw std::invalid_argument(cat("eps must be finite and >= 0, got ", fmt(eps)));
-}
-
 // Per-tree quantities the batch builders need, computed once and validated before anything is written.
 struct TreeStats {
   std::vector<int32_t> leaves;
@@ -62,13 +51,13 @@ struct TreeStats {
   std::vector<int64_t> loss_above;  // per node: trainable tokens on the path root..node
 };
 
-TreeStats tree_stats(const TrajectoryTree& t, AdvMode mode, bool scale_std, double eps) {
+TreeStats tree_stats(const TrajectoryTree& t, const std::vector<double>& leaf_adv, Credit credit) {
   TreeStats s;
   s.leaves = t.leaves();
-  if (mode == AdvMode::Soft)
-    s.leaf_adv = t.leaf_advantages(scale_std, eps);
+  if (credit == Credit::Soft)
+    s.leaf_adv = leaf_adv;
   else
-    s.node_adv = t.node_advantages(scale_std, eps);
+    s.node_adv = t.node_advantages(leaf_adv);
   const int32_t n = t.num_nodes();
   s.loss_above.assign(n, 0);
   for (int32_t i = 1; i < n; ++i) {
@@ -78,11 +67,14 @@ TreeStats tree_stats(const TrajectoryTree& t, AdvMode mode, bool scale_std, doub
   return s;
 }
 
-std::vector<TreeStats> all_stats(const TreeList& trees, AdvMode mode, bool scale_std, double eps) {
-  check_eps(eps);
+std::vector<TreeStats> all_stats(const TreeList& trees, const AdvList& adv, Credit credit) {
+  if (adv.size() != trees.size())
+    throw std::invalid_argument(cat("leaf_advantages has ", adv.size(), " arrays for ", trees.size(), " trees"));
+  for (size_t ti = 0; ti < trees.size(); ++ti)
+    check_leaf_advantages(*trees[ti], adv[ti], cat("leaf_advantages[", ti, "]"));
   std::vector<TreeStats> stats;
   stats.reserve(trees.size());
-  for (const TrajectoryTree* t : trees) stats.push_back(tree_stats(*t, mode, scale_std, eps));
+  for (size_t ti = 0; ti < trees.size(); ++ti) stats.push_back(tree_stats(*trees[ti], adv[ti], credit));
   return stats;
 }
 
@@ -122,14 +114,14 @@ struct NodeSums {
   std::vector<double> w, wpos, wneg, pos, neg;
 };
 
-NodeSums node_sums(const TrajectoryTree& t, const TreeStats& s, AdvMode mode, const AggNorm& norm) {
+NodeSums node_sums(const TrajectoryTree& t, const TreeStats& s, Credit credit, const AggNorm& norm) {
   const int32_t n = t.num_nodes();
   const std::vector<double> zeros(n, 0.0);
   NodeSums ns{zeros, zeros, zeros, zeros, zeros};
   for (size_t j = 0; j < s.leaves.size(); ++j) {
     const int32_t leaf = s.leaves[j];
     ns.w[leaf] = norm.weight(s.loss_above[leaf]);
-    if (mode == AdvMode::Soft) {
+    if (credit == Credit::Soft) {
       const double c = ns.w[leaf] * s.leaf_adv[j];
       if (s.leaf_adv[j] > 0.0) ns.pos[leaf] = c, ns.wpos[leaf] = ns.w[leaf];
       if (s.leaf_adv[j] < 0.0) ns.neg[leaf] = c, ns.wneg[leaf] = ns.w[leaf];
@@ -143,7 +135,7 @@ NodeSums node_sums(const TrajectoryTree& t, const TreeStats& s, AdvMode mode, co
     ns.pos[p] += ns.pos[i];
     ns.neg[p] += ns.neg[i];
   }
-  if (mode == AdvMode::Hard) {
+  if (credit == Credit::Hard) {
     for (int32_t i = 0; i < n; ++i) {
       const double c = ns.w[i] * s.node_adv[i];
       ns.pos[i] = s.node_adv[i] > 0.0 ? c : 0.0;
@@ -210,14 +202,14 @@ void pack_tree(const TrajectoryTree& t, const NodeSums& ns, int64_t base, const 
 }
 
 void flatten_row(const TrajectoryTree& t, const std::vector<int32_t>& path, double soft_adv, const TreeStats& s,
-                 AdvMode mode, int64_t pad_id, int64_t row, const FlatOut& out) {
+                 Credit credit, int64_t pad_id, int64_t row, const FlatOut& out) {
   const int64_t width = out.width;
   const int64_t o = row * width;
   const float nan = std::numeric_limits<float>::quiet_NaN();
   int64_t k = 0;
   for (int32_t id : path) {
     const Node& nd = t.node(id);
-    const float adv = nd.trainable ? static_cast<float>(mode == AdvMode::Soft ? soft_adv : s.node_adv[id]) : 0.0f;
+    const float adv = nd.trainable ? static_cast<float>(credit == Credit::Soft ? soft_adv : s.node_adv[id]) : 0.0f;
     const bool lp = nd.has_logprobs == 1;
     for (size_t i = 0; i < nd.tokens.size(); ++i, ++k) {
       out.input_ids[o + k] = nd.tokens[i];
@@ -240,10 +232,10 @@ void flatten_row(const TrajectoryTree& t, const std::vector<int32_t>& path, doub
 
 }  // namespace
 
-AdvMode parse_adv_mode(const std::string& mode) {
-  if (mode == "soft") return AdvMode::Soft;
-  if (mode == "hard") return AdvMode::Hard;
-  throw std::invalid_argument(cat("unknown advantage mode '", mode, "': expected 'soft' or 'hard'"));
+Credit parse_credit(const std::string& credit) {
+  if (credit == "soft") return Credit::Soft;
+  if (credit == "hard") return Credit::Hard;
+  throw std::invalid_argument(cat("unknown credit '", credit, "': expected 'soft' or 'hard'"));
 }
 
 Agg parse_agg(const std::string& agg) {
@@ -346,33 +338,19 @@ int64_t TrajectoryTree::num_tokens(bool unique) const {
   return total;
 }
 
-std::vector<double> TrajectoryTree::leaf_advantages(bool scale_std, double eps) const {
-  check_eps(eps);
-  const std::vector<int32_t> ls = leaves();
-  std::vector<double> adv(ls.size());
-  if (ls.empty()) return adv;
-  double sum = 0.0;
-  for (int32_t leaf : ls) {
+std::vector<double> TrajectoryTree::leaf_rewards() const {
+  std::vector<double> out;
+  for (int32_t leaf : leaves()) {
     if (!nodes_[leaf].has_reward)
       throw std::invalid_argument(cat("leaf ", leaf, " has no reward: call set_reward() on every leaf first"));
-    sum += nodes_[leaf].reward;
+    out.push_back(nodes_[leaf].reward);
   }
-  const double n = static_cast<double>(ls.size());
-  const double mean = sum / n;
-  double sq = 0.0;
-  for (int32_t leaf : ls) sq += (nodes_[leaf].reward - mean) * (nodes_[leaf].reward - mean);
-  const double std = ls.size() > 1 ? std::sqrt(sq / (n - 1.0)) : 0.0;
-  for (size_t j = 0; j < ls.size(); ++j) {
-    const double centred = nodes_[ls[j]].reward - mean;
-    // std + eps == 0 only when every reward is equal (centred == 0) and eps == 0: advantage 0, not 0/0
-    adv[j] = !scale_std ? centred : (std + eps > 0.0 ? centred / (std + eps) : 0.0);
-  }
-  return adv;
+  return out;
 }
 
-std::vector<double> TrajectoryTree::node_advantages(bool scale_std, double eps) const {
+std::vector<double> TrajectoryTree::node_advantages(const std::vector<double>& leaf_adv) const {
+  check_leaf_advantages(*this, leaf_adv, "leaf_advantages");
   const std::vector<int32_t> ls = leaves();
-  const std::vector<double> leaf_adv = leaf_advantages(scale_std, eps);
   const int32_t n = num_nodes();
   std::vector<double> sum(n, 0.0), count(n, 0.0);
   for (size_t j = 0; j < ls.size(); ++j) {
@@ -387,6 +365,16 @@ std::vector<double> TrajectoryTree::node_advantages(bool scale_std, double eps) 
   return sum;
 }
 
+void check_leaf_advantages(const TrajectoryTree& t, const std::vector<double>& adv, const std::string& name) {
+  const size_t n = t.leaves().size();
+  if (adv.size() != n)
+    throw std::invalid_argument(cat(name, " has ", adv.size(), " values for the tree's ", n, " leaves"));
+  for (size_t j = 0; j < n; ++j) {
+    if (!std::isfinite(static_cast<float>(adv[j])))
+      throw std::invalid_argument(cat(name, "[", j, "] is not a finite float32"));
+  }
+}
+
 void flat_shape(const TreeList& trees, int64_t* rows, int64_t* width) {
   *rows = 0;
   *width = 1;
@@ -398,14 +386,14 @@ void flat_shape(const TreeList& trees, int64_t* rows, int64_t* width) {
   }
 }
 
-void flatten(const TreeList& trees, AdvMode mode, int64_t pad_id, bool scale_std, double eps, const FlatOut& out) {
-  const std::vector<TreeStats> stats = all_stats(trees, mode, scale_std, eps);
+void flatten(const TreeList& trees, const AdvList& adv, Credit credit, int64_t pad_id, const FlatOut& out) {
+  const std::vector<TreeStats> stats = all_stats(trees, adv, credit);
   int64_t row = 0;
   for (size_t ti = 0; ti < trees.size(); ++ti) {
     const TreeStats& s = stats[ti];
     for (size_t j = 0; j < s.leaves.size(); ++j, ++row) {
-      const double soft = mode == AdvMode::Soft ? s.leaf_adv[j] : 0.0;
-      flatten_row(*trees[ti], trees[ti]->path(s.leaves[j]), soft, s, mode, pad_id, row, out);
+      const double soft = credit == Credit::Soft ? s.leaf_adv[j] : 0.0;
+      flatten_row(*trees[ti], trees[ti]->path(s.leaves[j]), soft, s, credit, pad_id, row, out);
       out.leaf_index[2 * row] = static_cast<int64_t>(ti);
       out.leaf_index[2 * row + 1] = s.leaves[j];
     }
@@ -418,13 +406,13 @@ int64_t packed_size(const TreeList& trees) {
   return total;
 }
 
-void pack(const TreeList& trees, AdvMode mode, Agg agg, bool scale_std, double eps, const PackedOut& out) {
-  const std::vector<TreeStats> stats = all_stats(trees, mode, scale_std, eps);
+void pack(const TreeList& trees, const AdvList& adv, Credit credit, Agg agg, const PackedOut& out) {
+  const std::vector<TreeStats> stats = all_stats(trees, adv, credit);
   const AggNorm norm = agg_norm(stats, agg);
   int64_t base = 0;
   out.tree_offsets[0] = 0;
   for (size_t ti = 0; ti < trees.size(); ++ti) {
-    const NodeSums ns = node_sums(*trees[ti], stats[ti], mode, norm);
+    const NodeSums ns = node_sums(*trees[ti], stats[ti], credit, norm);
     pack_tree(*trees[ti], ns, base, out);
     base += trees[ti]->num_tokens(true);
     out.tree_offsets[ti + 1] = base;

@@ -14,10 +14,12 @@
 
 namespace arpo {
 
-enum class AdvMode { Soft, Hard };
+// Credit assignment of a leaf's advantage to the tokens of its path (DESIGN.md, "Advantages"): soft = every token
+// carries its own leaf's advantage; hard = a shared token carries the mean advantage of the leaves below it.
+enum class Credit { Soft, Hard };
 enum class Agg { TokenMean, SeqMeanTokenMean, SeqMeanTokenSum };
 
-AdvMode parse_adv_mode(const std::string& mode);
+Credit parse_credit(const std::string& credit);
 Agg parse_agg(const std::string& agg);
 
 struct Node {
@@ -56,11 +58,10 @@ class TrajectoryTree {
   int64_t num_tokens(bool unique) const;
   int64_t path_length(int32_t leaf) const { return nodes_[leaf].offset + nodes_[leaf].tokens.size(); }
 
-  // Group-normalised advantage of each leaf, in leaves() order: (r - mean) / (std + eps) with the
-  // Bessel-corrected std (0 for a single leaf), or r - mean without scaling.
-  std::vector<double> leaf_advantages(bool scale_std, double eps) const;
-  // Hard mode: per node, the mean leaf advantage over the leaves below it (index = node id).
-  std::vector<double> node_advantages(bool scale_std, double eps) const;
+  // The reward of each leaf, in leaves() order (throws if a leaf has none).
+  std::vector<double> leaf_rewards() const;
+  // Hard credit: per node (index = node id), the mean of `leaf_adv` (leaves() order) over the leaves below it.
+  std::vector<double> node_advantages(const std::vector<double>& leaf_adv) const;
 
  private:
   Node& checked(int64_t id, const char* what);
@@ -95,12 +96,19 @@ struct PackedOut {  // all [T] except tree_offsets [num_trees + 1]
 };
 
 using TreeList = std::vector<const TrajectoryTree*>;
+using AdvList = std::vector<std::vector<double>>;  // per tree, one advantage per leaf in leaves() order
 
+// Throws unless `adv` has one value per leaf of `t`, each finite as a float32 (the batches store float32);
+// `name` starts the messages ("leaf_advantages" or "leaf_advantages[i]").
+void check_leaf_advantages(const TrajectoryTree& t, const std::vector<double>& adv, const std::string& name);
+
+// The batch builders take the leaf advantages of every tree (an estimator's output, arpo/algos/advantages.py)
+// and validate them before anything is written.
 void flat_shape(const TreeList& trees, int64_t* rows, int64_t* width);
-void flatten(const TreeList& trees, AdvMode mode, int64_t pad_id, bool scale_std, double eps, const FlatOut& out);
+void flatten(const TreeList& trees, const AdvList& adv, Credit credit, int64_t pad_id, const FlatOut& out);
 // (out.width must be flat_shape's width for the same trees)
 
 int64_t packed_size(const TreeList& trees);
-void pack(const TreeList& trees, AdvMode mode, Agg agg, bool scale_std, double eps, const PackedOut& out);
+void pack(const TreeList& trees, const AdvList& adv, Credit credit, Agg agg, const PackedOut& out);
 
 }  // namespace arpo

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from arpo.algos.advantages import ESTIMATORS, register_estimator
 from arpo.config import (
     AlgoConfig,
     ARPOConfig,
@@ -49,9 +50,9 @@ def test_defaults_are_valid_and_follow_the_paper():
     assert (r.mode, r.engine, r.rule) == ("arpo", "hf", "threshold")
     assert cfg.tools.python_timeout_s == 5.0 and cfg.tools.max_output_bytes == 2048
     a = cfg.algo
-    assert (a.advantage, a.scale_std, a.eps, a.clip_low, a.clip_high, a.dual_clip) == (
+    assert (a.estimator, a.credit, a.eps, a.clip_low, a.clip_high, a.dual_clip) == (
+        "grpo",
         "soft",
-        True,
         1e-6,
         0.2,
         0.2,
@@ -69,6 +70,32 @@ def test_every_field_has_help_and_every_section_is_frozen():
         ARPOConfig().rollout.M = 4  # type: ignore[misc]
 
 
+def test_estimator_choices_are_the_registry():
+    (field,) = [f for f in dataclasses.fields(AlgoConfig) if f.name == "estimator"]
+    assert tuple(field.metadata["choices"]) == tuple(ESTIMATORS)
+    try:
+        @register_estimator("test_zero")
+        def zero(rewards, *, eps):
+            return [0.0 * r for r in rewards]
+
+        assert tuple(field.metadata["choices"]) == tuple(ESTIMATORS)
+        assert load_config(None, ["algo.estimator=test_zero"]).algo.estimator == "test_zero"
+        assert "| test_zero]" in describe_config()
+    finally:
+        ESTIMATORS.pop("test_zero")
+    with raises("algo.estimator: must be one of"):
+        load_config(None, ["algo.estimator=test_zero"])
+
+
+@pytest.mark.parametrize("override, now", [
+    ("algo.advantage=hard", "(now algo.credit)"),
+    ("algo.scale_std=false", "(now algo.estimator (scale_std: true is estimator: grpo; false is estimator: drgrpo))"),
+])
+def test_renamed_keys_say_what_replaced_them(override, now):
+    with raises(now):
+        load_config(None, [override])
+
+
 def test_describe_config_lists_every_key():
     text = describe_config()
     assert sum(
@@ -83,11 +110,11 @@ def test_describe_config_lists_every_key():
 
 def test_yaml_file_sets_fields_and_keeps_defaults(tmp_path):
     path = write(
-        tmp_path, "rollout:\n  M: 8\n  N: 4\nalgo:\n  advantage: hard\n  eps: 1e-8\ntrain:\n  lr: 3e-6\n"
+        tmp_path, "rollout:\n  M: 8\n  N: 4\nalgo:\n  credit: hard\n  eps: 1e-8\ntrain:\n  lr: 3e-6\n"
     )
     cfg = load_config(path)
     assert (cfg.rollout.M, cfg.rollout.N, cfg.rollout.Z) == (8, 4, 1)
-    assert cfg.algo.advantage == "hard"
+    assert cfg.algo.credit == "hard"
     assert cfg.algo.eps == 1e-8 and isinstance(cfg.algo.eps, float)  # YAML 1.1 would read "1e-8" as a string
     assert cfg.train.lr == 3e-6
     assert cfg.model == ARPOConfig().model
@@ -161,7 +188,7 @@ def test_shipped_configs_load_and_differ_only_where_documented():
         ("rollout.temperature=2", "rollout", "temperature", 2.0),  # float from int
         ("algo.eps=1e-6", "algo", "eps", 1e-6),  # float without a dot
         ("train.bf16=true", "train", "bf16", True),  # bool
-        ("algo.scale_std=false", "algo", "scale_std", False),
+        ("algo.estimator=rloo", "algo", "estimator", "rloo"),
         ("rollout.mode=grpo", "rollout", "mode", "grpo"),  # str
         ("train.output_dir=/tmp/run 1", "train", "output_dir", "/tmp/run 1"),
         ("model.path='123'", "model", "path", "123"),  # quoted str that looks like an int
@@ -312,7 +339,11 @@ def test_wrong_type_in_python_constructor_is_rejected():
         ("rollout.mode=ppo", "rollout.mode: must be one of 'arpo', 'grpo'; got 'ppo'"),
         ("rollout.engine=vllm", "rollout.engine: must be one of 'hf', 'sglang'; got 'vllm'"),
         ("rollout.rule=always", "rollout.rule: must be one of 'threshold', 'stochastic'; got 'always'"),
-        ("algo.advantage=medium", "algo.advantage: must be one of 'soft', 'hard'; got 'medium'"),
+        ("algo.credit=medium", "algo.credit: must be one of 'soft', 'hard'; got 'medium'"),
+        (
+            "algo.estimator=ppo",
+            "algo.estimator: must be one of 'grpo', 'drgrpo', 'rloo', 'reinforce_pp'; got 'ppo'",
+        ),
         ("algo.kl_type=k3", "algo.kl_type: must be one of 'low_var_kl', 'k1', 'k2'; got 'k3'"),
         (
             "algo.agg=mean",
@@ -435,9 +466,9 @@ def test_lists_given_to_constructors_are_copied():
 def test_add_config_args_and_config_from_args(tmp_path):
     parser = add_config_args(argparse.ArgumentParser())
     path = write(tmp_path, "train:\n  total_steps: 7\n")
-    args = parser.parse_args(["--config", path, "--set", "rollout.M=8", "--set", "algo.advantage=hard"])
+    args = parser.parse_args(["--config", path, "--set", "rollout.M=8", "--set", "algo.credit=hard"])
     cfg = config_from_args(args)
-    assert (cfg.train.total_steps, cfg.rollout.M, cfg.algo.advantage) == (7, 8, "hard")
+    assert (cfg.train.total_steps, cfg.rollout.M, cfg.algo.credit) == (7, 8, "hard")
     assert config_from_args(parser.parse_args([])) == ARPOConfig()
     with raises("--set 'rollout.MM=8': unknown key 'rollout.MM'"):
         config_from_args(parser.parse_args(["--set", "rollout.MM=8"]))

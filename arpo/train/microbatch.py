@@ -1,5 +1,7 @@
 """Micro-batches of one mini-batch of trees: the model inputs of one forward/backward and the loss terms of
 its trainable tokens, in the flat layout (one row per leaf) or the tree-packed one (each unique token once).
+The leaf advantages come with the trees (one array per tree, leaves() order: an estimator's output, computed
+once per step over the whole batch); ``credit`` assigns them to tokens (soft or hard).
 
 The aggregation weights of ``algo.agg`` are those of the whole mini-batch, so the micro-batch losses add up to
 the mini-batch loss exactly (gradient accumulation changes nothing):
@@ -78,10 +80,10 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 
 # ---- flat ---------------------------------------------------------------------------------------------------
-def flat_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int, pad_id: int,
-                       scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
+def flat_micro_batches(trees: Sequence, leaf_advantages: Sequence, *, credit: str, agg: str, max_tokens: int,
+                       pad_id: int) -> list[MicroBatch]:
     """The mini-batch ``trees`` as flat micro-batches of at most ``max_tokens`` padded token slots each."""
-    fb = flatten_trees(trees, mode, pad_id, scale_std=scale_std, eps=eps)
+    fb = flatten_trees(trees, leaf_advantages, credit, pad_id)
     lengths = fb.attention_mask.sum(1)
     loss_tokens = fb.loss_mask.sum(1)
     norm = float(loss_tokens.sum()) if agg == "token-mean" else float((loss_tokens > 0).sum())
@@ -115,8 +117,8 @@ PACKED_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")
 ROW_PATHS = 2  # bounded packed rows hold about this many longest paths' worth of tokens
 
 
-def packed_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: int, whole_trees: bool = False,
-                         scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
+def packed_micro_batches(trees: Sequence, leaf_advantages: Sequence, *, credit: str, agg: str, max_tokens: int,
+                         whole_trees: bool = False) -> list[MicroBatch]:
     """The mini-batch ``trees`` tree-packed, as rows grouped into micro-batches of at most ``max_tokens``
     padded token slots (rows sorted by length).
 
@@ -126,7 +128,7 @@ def packed_micro_batches(trees: Sequence, *, mode: str, agg: str, max_tokens: in
     repeated shared tokens (context only: each trainable token's loss terms sit in exactly one row) for much
     less attention work. Either way the loss and its gradient equal the flat batch's.
     """
-    pb = pack_trees(trees, mode, agg, scale_std=scale_std, eps=eps)
+    pb = pack_trees(trees, leaf_advantages, credit, agg)
     row_tokens = None if whole_trees or pb.num_tokens == 0 else ROW_PATHS * (int(pb.position_ids.max()) + 1)
     rows = []
     for t in range(len(pb.tree_offsets) - 1):
@@ -227,13 +229,14 @@ def _packed_micro(pb: PackedBatch, rows: list[_Row]) -> MicroBatch:
     )
 
 
-def micro_batches(trees: Sequence, *, update: str, mode: str, agg: str, max_tokens: int, pad_id: int,
-                  whole_trees: bool = False, scale_std: bool = True, eps: float = 1e-6) -> list[MicroBatch]:
-    """``update`` = "flat" or "packed" micro-batches of one mini-batch of trees (``whole_trees``: packed only)."""
+def micro_batches(trees: Sequence, leaf_advantages: Sequence, *, update: str, credit: str, agg: str,
+                  max_tokens: int, pad_id: int, whole_trees: bool = False) -> list[MicroBatch]:
+    """``update`` = "flat" or "packed" micro-batches of one mini-batch of trees and their leaf advantages
+    (``whole_trees``: packed only)."""
     if update == "packed":
-        return packed_micro_batches(trees, mode=mode, agg=agg, max_tokens=max_tokens, whole_trees=whole_trees,
-                                    scale_std=scale_std, eps=eps)
+        return packed_micro_batches(trees, leaf_advantages, credit=credit, agg=agg, max_tokens=max_tokens,
+                                    whole_trees=whole_trees)
     if update == "flat":
-        return flat_micro_batches(trees, mode=mode, agg=agg, max_tokens=max_tokens, pad_id=pad_id,
-                                  scale_std=scale_std, eps=eps)
+        return flat_micro_batches(trees, leaf_advantages, credit=credit, agg=agg, max_tokens=max_tokens,
+                                  pad_id=pad_id)
     raise ValueError(f"unknown update mode {update!r}: expected 'flat' or 'packed'")

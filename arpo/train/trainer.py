@@ -1,8 +1,9 @@
 """``arpo train``: the ARPO / GRPO training loop.
 
-One step: the step's prompts → rollouts (ARPO or GRPO sampler, tools) → leaf rewards → advantages (soft or
-hard, inside the batch builders) → flat or tree-packed micro-batches → old/reference log-probs → PPO epochs
-over mini-batches → new weights to the rollout engine → metrics; evaluation and checkpoints every K steps.
+One step: the step's prompts → rollouts (ARPO or GRPO sampler, tools) → leaf rewards → leaf advantages (the
+``algo.estimator`` over the whole step's batch) → flat or tree-packed micro-batches (``algo.credit``: soft or hard)
+→ old/reference log-probs → PPO epochs over mini-batches → new weights to the rollout engine → metrics;
+evaluation and checkpoints every K steps.
 
 Everything random in a step is seeded from (train.seed, step, rank): the prompts (``data.step_prompts``), the
 sampler (each engine request carries a seed drawn from it) and the mini-batch order. So a run resumed from a
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..algos.advantages import get_estimator
 from ..config import ARPOConfig, ConfigError, config_to_dict, dump_yaml
 from ..envs import rewards as rewards_mod
 from ..evaluate import evaluate
@@ -236,7 +238,7 @@ class Trainer:
 
     def _score(self, prompts, rollouts: list[Rollout]) -> dict:
         """Leaf rewards into the trees. ``zero_adv_groups``: the fraction of prompts whose M rewards are all
-        equal (their group-normalised advantages are 0: no learning signal)."""
+        equal (their group baseline leaves no learning signal)."""
         rewards, flat_groups = [], 0
         for p, r in zip(prompts, rollouts):
             fn = rewards_mod.get_reward_fn(self.cfg.data.reward, p.example.data_source,
@@ -253,14 +255,22 @@ class Trainer:
                 "accuracy": float((arr >= 1.0).mean()), "response_tokens_mean": float(np.mean(response)),
                 "zero_adv_groups": flat_groups / max(len(rollouts), 1)}
 
+    def _leaf_advantages(self, trees: list) -> list[np.ndarray]:
+        """The estimator over the whole step's batch: every rank's leaf rewards (gathered under data parallelism,
+        so that batch-level estimators see what one process would), then this rank's share of the result."""
+        ranks = self._gather([t.leaf_rewards() for t in trees])
+        adv = get_estimator(self.cfg.algo.estimator)([r for rank in ranks for r in rank], eps=self.cfg.algo.eps)
+        start = sum(len(rank) for rank in ranks[:self.dist.rank])
+        return adv[start:start + len(trees)]
+
     def _update(self, trees: list, step: int) -> dict:
         cfg = self.cfg
+        adv = self._leaf_advantages(trees)
         per_mini = cfg.train.mini_batch_size // self.dist.world
-        groups = [trees[i:i + per_mini] for i in range(0, len(trees), per_mini)]
-        batches = [micro_batches(g, update=cfg.train.update, mode=cfg.algo.advantage, agg=cfg.algo.agg,
-                                 max_tokens=cfg.train.micro_batch_tokens, pad_id=self.pad_id,
-                                 whole_trees=self.opt.policy.block_sparse, scale_std=cfg.algo.scale_std,
-                                 eps=cfg.algo.eps) for g in groups]
+        starts = range(0, len(trees), per_mini)
+        batches = [micro_batches(trees[i:i + per_mini], adv[i:i + per_mini], update=cfg.train.update,
+                                 credit=cfg.algo.credit, agg=cfg.algo.agg, max_tokens=cfg.train.micro_batch_tokens,
+                                 pad_id=self.pad_id, whole_trees=self.opt.policy.block_sparse) for i in starts]
         batches = self.opt.align_micro_batches(batches)
         forwarded = attach_old_logprobs(lambda mb: self.opt.forward(mb, train=False), batches, cfg.algo,
                                         None if self.ref is None else self._ref_forward)

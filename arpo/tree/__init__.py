@@ -3,6 +3,11 @@
 `TrajectoryTree` is the C++ core (`arpo._tree`, built from csrc/) unless ARPO_PURE_PYTHON=1 is set or the
 extension is missing (then a warning, once); the pure-Python class `arpo.tree.py_tree.TrajectoryTree` is the
 documented API and behaves identically. `IMPLEMENTATION` says which one is active ("cpp" or "python").
+
+The batch builders take the trees and their leaf advantages (one float64 array per tree, in leaves() order:
+what an estimator of `arpo.algos.advantages` returns for the trees' `leaf_rewards()`), and assign them to
+tokens by `credit`: "soft" (every token of leaf i's path carries Â_i) or "hard" (a token shared by several
+leaves carries their mean Â).
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Sequence
 
 from . import py_batch, py_tree
 from .batch import FlatBatch, PackedBatch, batch_from_dict
-from .py_tree import AGG_MODES
+from .py_tree import AGG_MODES, CREDITS
 
 _cpp = None
 if os.environ.get("ARPO_PURE_PYTHON", "") not in ("", "0"):
@@ -40,19 +45,20 @@ def _backend(trees: Sequence):
     raise TypeError(f"trees[0] is a {type(trees[0]).__name__}, not a TrajectoryTree")
 
 
-def flatten_trees(trees: Sequence, mode: str = "soft", pad_id: int = 0, *, scale_std: bool = True,
-                  eps: float = 1e-6) -> FlatBatch:
-    """One row per root-to-leaf path over `trees` (one tree per prompt); see FlatBatch for the arrays."""
+def flatten_trees(trees: Sequence, leaf_advantages: Sequence, credit: str = "soft", pad_id: int = 0) -> FlatBatch:
+    """One row per root-to-leaf path over `trees` (one tree per prompt); see FlatBatch for the arrays.
+    `leaf_advantages[i]`: tree i's leaf advantages in leaves() order."""
     trees = list(trees)
-    return batch_from_dict(FlatBatch, _backend(trees).flatten_trees(trees, mode, pad_id, scale_std, eps))
+    return batch_from_dict(FlatBatch, _backend(trees).flatten_trees(trees, leaf_advantages, credit, pad_id))
 
 
-def pack_trees(trees: Sequence, mode: str = "soft", agg: str = "token-mean", *, scale_std: bool = True,
-               eps: float = 1e-6) -> PackedBatch:
-    """Each unique token once, with weights that reproduce the flat `agg` aggregate exactly; see PackedBatch."""
+def pack_trees(trees: Sequence, leaf_advantages: Sequence, credit: str = "soft", agg: str = "token-mean"
+               ) -> PackedBatch:
+    """Each unique token once, with weights that reproduce the flat `agg` aggregate exactly; see PackedBatch.
+    `leaf_advantages[i]`: tree i's leaf advantages in leaves() order."""
     trees = list(trees)
-    return batch_from_dict(PackedBatch, _backend(trees).pack_trees(trees, mode, agg, scale_std, eps))
+    return batch_from_dict(PackedBatch, _backend(trees).pack_trees(trees, leaf_advantages, credit, agg))
 
 
-__all__ = ["AGG_MODES", "FlatBatch", "IMPLEMENTATION", "PackedBatch", "TrajectoryTree", "flatten_trees",
-           "pack_trees"]
+__all__ = ["AGG_MODES", "CREDITS", "FlatBatch", "IMPLEMENTATION", "PackedBatch", "TrajectoryTree",
+           "flatten_trees", "pack_trees"]

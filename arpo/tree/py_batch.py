@@ -1,15 +1,16 @@
 """Pure-Python batch builders over py_tree trees: the flat batch (one row per leaf) and the packed batch (each
-unique token once). The C++ twins are arpo._tree.flatten_trees / pack_trees; the weights and advantages are
-defined in py_tree's module docstring. Both return dicts of numpy arrays; arpo.tree wraps them in dataclasses.
+unique token once), from the trees and their leaf advantages. The C++ twins are arpo._tree.flatten_trees /
+pack_trees; the credit assignment and the weights are defined in py_tree's module docstring. Both return
+dicts of numpy arrays; arpo.tree wraps them in dataclasses.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .py_tree import TrajectoryTree, _check_agg, _check_eps, _check_mode
+from .py_tree import TrajectoryTree, _adv_vector, _check_agg, _check_credit, _check_leaf_advantages
 
 
 @dataclass
@@ -20,9 +21,9 @@ class _TreeStats:
     loss_above: list[int]  # per node: trainable tokens on the path root..node
 
 
-def _tree_stats(t: TrajectoryTree, mode: str, scale_std: bool, eps: float) -> _TreeStats:
-    leaf_adv = t._leaf_advantages(scale_std, eps) if mode == "soft" else []
-    node_adv = t._node_advantages(scale_std, eps) if mode == "hard" else []
+def _tree_stats(t: TrajectoryTree, adv: list[float], credit: str) -> _TreeStats:
+    leaf_adv = adv if credit == "soft" else []
+    node_adv = t._node_advantages(adv) if credit == "hard" else []
     loss_above = [0] * t.num_nodes
     for i in range(1, t.num_nodes):
         own = len(t._tokens[i]) if t._trainable[i] else 0
@@ -30,9 +31,20 @@ def _tree_stats(t: TrajectoryTree, mode: str, scale_std: bool, eps: float) -> _T
     return _TreeStats(t.leaves(), leaf_adv, node_adv, loss_above)
 
 
-def _all_stats(trees: list[TrajectoryTree], mode: str, scale_std: bool, eps: float) -> list[_TreeStats]:
-    _check_eps(eps)
-    return [_tree_stats(t, mode, scale_std, eps) for t in trees]
+def _all_stats(trees: list[TrajectoryTree], adv: list[list[float]], credit: str) -> list[_TreeStats]:
+    if len(adv) != len(trees):
+        raise ValueError(f"leaf_advantages has {len(adv)} arrays for {len(trees)} trees")
+    for ti, (t, a) in enumerate(zip(trees, adv)):
+        _check_leaf_advantages(t, a, f"leaf_advantages[{ti}]")
+    return [_tree_stats(t, a, credit) for t, a in zip(trees, adv)]
+
+
+def _adv_list(leaf_advantages: Any) -> list[list[float]]:
+    if not isinstance(leaf_advantages, (list, tuple, np.ndarray)):
+        raise TypeError(
+            f"leaf_advantages must be a list of arrays (one per tree), got a {type(leaf_advantages).__name__}"
+        )
+    return [_adv_vector(a, f"leaf_advantages[{i}]") for i, a in enumerate(leaf_advantages)]
 
 
 def _tree_list(trees: Sequence) -> list[TrajectoryTree]:
@@ -53,14 +65,15 @@ def _node_arrays(t: TrajectoryTree, node: int) -> tuple[np.ndarray, np.ndarray |
 
 
 # ---- flat batch ---------------------------------------------------------------------------------------------
-def flatten_trees(trees: Sequence, mode: str = "soft", pad_id: int = 0, scale_std: bool = True,
-                  eps: float = 1e-6) -> dict[str, np.ndarray]:
+def flatten_trees(trees: Sequence, leaf_advantages: Any, credit: str = "soft", pad_id: int = 0
+                  ) -> dict[str, np.ndarray]:
     """One row per leaf: arrays [rows, width] (leaf_index [rows, 2] = (tree, leaf node))."""
     trees = _tree_list(trees)
-    _check_mode(mode)
+    _check_credit(credit)
+    adv = _adv_list(leaf_advantages)
     rows = sum(len(t.leaves()) for t in trees)
     width = max([1] + [t._path_length(leaf) for t in trees for leaf in t.leaves()])
-    stats = _all_stats(trees, mode, scale_std, eps)
+    stats = _all_stats(trees, adv, credit)
     out = {
         "input_ids": np.full((rows, width), pad_id, dtype=np.int64),
         "attention_mask": np.zeros((rows, width), dtype=np.int64),
@@ -73,14 +86,14 @@ def flatten_trees(trees: Sequence, mode: str = "soft", pad_id: int = 0, scale_st
     row = 0
     for ti, (t, s) in enumerate(zip(trees, stats)):
         for j, leaf in enumerate(s.leaves):
-            soft = s.leaf_adv[j] if mode == "soft" else 0.0
-            _flatten_row(t, t.path(leaf), soft, s, mode, row, out)
+            soft = s.leaf_adv[j] if credit == "soft" else 0.0
+            _flatten_row(t, t.path(leaf), soft, s, credit, row, out)
             out["leaf_index"][row] = (ti, leaf)
             row += 1
     return out
 
 
-def _flatten_row(t: TrajectoryTree, path: list[int], soft_adv: float, s: _TreeStats, mode: str, row: int,
+def _flatten_row(t: TrajectoryTree, path: list[int], soft_adv: float, s: _TreeStats, credit: str, row: int,
                  out: dict[str, np.ndarray]) -> None:
     k = 0
     for node in path:
@@ -91,7 +104,7 @@ def _flatten_row(t: TrajectoryTree, path: list[int], soft_adv: float, s: _TreeSt
         out["position_ids"][row, sl] = np.arange(k, k + ids.size)
         if t._trainable[node]:
             out["loss_mask"][row, sl] = True
-            out["advantages"][row, sl] = soft_adv if mode == "soft" else s.node_adv[node]
+            out["advantages"][row, sl] = soft_adv if credit == "soft" else s.node_adv[node]
             out["old_logprobs"][row, sl] = np.nan if lp is None else lp
         k += ids.size
 
@@ -107,14 +120,14 @@ def _agg_weight(agg: str, n_loss: int, total_tokens: int, num_seqs: int) -> floa
     return 1.0 / float(num_seqs)
 
 
-def _node_sums(t: TrajectoryTree, s: _TreeStats, mode: str, agg: str, total_tokens: int, num_seqs: int):
+def _node_sums(t: TrajectoryTree, s: _TreeStats, credit: str, agg: str, total_tokens: int, num_seqs: int):
     """Per node, over the leaves below: summed row weight W, the weights of copies with A > 0 / A < 0, and the
     signed weighted advantages Σ w·A over those copies."""
     n = t.num_nodes
     w, wpos, wneg, pos, neg = ([0.0] * n for _ in range(5))
     for j, leaf in enumerate(s.leaves):
         w[leaf] = _agg_weight(agg, s.loss_above[leaf], total_tokens, num_seqs)
-        if mode == "soft":
+        if credit == "soft":
             c = w[leaf] * s.leaf_adv[j]
             if s.leaf_adv[j] > 0.0:
                 pos[leaf], wpos[leaf] = c, w[leaf]
@@ -124,7 +137,7 @@ def _node_sums(t: TrajectoryTree, s: _TreeStats, mode: str, agg: str, total_toke
         p = t._parent[i]
         for arr in (w, wpos, wneg, pos, neg):
             arr[p] += arr[i]
-    if mode == "hard":
+    if credit == "hard":
         pos = [wi * a if a > 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
         neg = [wi * a if a < 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
         wpos = [wi if a > 0.0 else 0.0 for wi, a in zip(w, s.node_adv)]
@@ -142,14 +155,15 @@ def _preorder(t: TrajectoryTree) -> list[int]:
     return order
 
 
-def pack_trees(trees: Sequence, mode: str = "soft", agg: str = "token-mean", scale_std: bool = True,
-               eps: float = 1e-6) -> dict[str, np.ndarray]:
+def pack_trees(trees: Sequence, leaf_advantages: Any, credit: str = "soft", agg: str = "token-mean"
+               ) -> dict[str, np.ndarray]:
     """Each unique token once, trees concatenated in order; arrays [T], tree_offsets [num_trees + 1]."""
     trees = _tree_list(trees)
-    _check_mode(mode)
+    _check_credit(credit)
     _check_agg(agg)
+    adv = _adv_list(leaf_advantages)
     total = sum(t.num_tokens(True) for t in trees)
-    stats = _all_stats(trees, mode, scale_std, eps)
+    stats = _all_stats(trees, adv, credit)
     loss_counts = [s.loss_above[leaf] for s in stats for leaf in s.leaves]
     total_tokens, num_seqs = sum(loss_counts), sum(1 for c in loss_counts if c > 0)
     out = {
@@ -168,7 +182,7 @@ def pack_trees(trees: Sequence, mode: str = "soft", agg: str = "token-mean", sca
     }
     base = 0
     for ti, (t, s) in enumerate(zip(trees, stats)):
-        sums = _node_sums(t, s, mode, agg, total_tokens, num_seqs)
+        sums = _node_sums(t, s, credit, agg, total_tokens, num_seqs)
         _pack_tree(t, sums, base, out)
         base += t.num_tokens(True)
         out["tree_offsets"][ti + 1] = base

@@ -8,8 +8,9 @@ A root-to-leaf path is one trajectory; the children of a node are branches shari
 messages and exception types, and every float computed in double in the same order, so that both produce
 bit-identical arrays (tests/tree/test_cpp_python.py checks this).
 
-Math (DESIGN.md, "Advantages"; leaf rewards r_1..r_n of one tree):
-  Â_i = (r_i - mean) / (std + eps)    std with Bessel's correction, 0 for a single leaf; or r_i - mean
+Advantages (DESIGN.md, "Advantages"): the batch builders take the leaf advantages Â_1..Â_n of each tree (in
+leaves() order) as input; an estimator of arpo.algos.advantages computes them from the leaf rewards
+(``leaf_rewards()``). The tree assigns them to tokens by ``credit``:
   soft: every trainable token on leaf i's path carries Â_i in leaf i's row
   hard: a trainable token of node v carries mean(Â_j over the leaves j below v) in every row through v
 
@@ -30,8 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 
 INT32_MAX = 2**31 - 1
-MAX_REWARD = 1e30  # larger rewards overflow the group variance
+MAX_REWARD = 1e30  # larger rewards overflow an estimator's group variance
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
+CREDITS = ("soft", "hard")
 
 
 def _as_1d(obj: Any, name: str) -> np.ndarray:
@@ -92,15 +94,29 @@ def _as_real(value: Any, name: str) -> float:
     return float(value)
 
 
-def _check_eps(eps: float) -> None:
-    if not math.isfinite(eps) or eps < 0.0:
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+def _check_credit(credit: str) -> str:
+    if credit not in CREDITS:
+        raise ValueError(f"unknown credit '{credit}': expected 'soft' or 'hard'")
+    return credit
 
 
-def _check_mode(mode: str) -> str:
-    if mode not in ("soft", "hard"):
-        raise ValueError(f"unknown advantage mode '{mode}': expected 'soft' or 'hard'")
-    return mode
+def _adv_vector(obj: Any, name: str) -> list[float]:
+    """One advantage array as Python floats (doubles), converted like np.asarray(obj, float64)."""
+    arr = _as_1d(obj, name)
+    if arr.size and arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64).tolist()
+
+
+def _check_leaf_advantages(t: "TrajectoryTree", adv: list[float], name: str) -> None:
+    """One value per leaf of `t`, each finite as a float32 (the batches store float32)."""
+    n = len(t.leaves())
+    if len(adv) != n:
+        raise ValueError(f"{name} has {len(adv)} values for the tree's {n} leaves")
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(adv, dtype=np.float64).astype(np.float32)))
+    if bad.size:
+        raise ValueError(f"{name}[{int(bad[0])}] is not a finite float32")
 
 
 def _check_agg(agg: str) -> str:
@@ -214,38 +230,23 @@ class TrajectoryTree:
             return sum(len(t) for t in self._tokens)
         return sum(self._path_length(leaf) for leaf in self.leaves())
 
-    # ---- advantages -----------------------------------------------------------------------------------------
-    def advantages(self, mode: str = "soft", scale_std: bool = True, eps: float = 1e-6) -> np.ndarray:
-        """soft: float64 [num_leaves], Â per leaf in leaves() order; hard: float64 [num_nodes], per node the mean
-        Â of the leaves below it (the root's is the mean over all leaves)."""
-        if _check_mode(mode) == "soft":
-            return np.array(self._leaf_advantages(scale_std, eps), dtype=np.float64)
-        return np.array(self._node_advantages(scale_std, eps), dtype=np.float64)
-
-    def _leaf_advantages(self, scale_std: bool, eps: float) -> list[float]:
-        _check_eps(eps)
-        leaves = self.leaves()
-        if not leaves:
-            return []
-        total = 0.0
-        for leaf in leaves:
+    # ---- rewards and advantages ---------------------------------------------------------------------------
+    def leaf_rewards(self) -> np.ndarray:
+        """float64 [num_leaves]: the leaf rewards in leaves() order (the input of an advantage estimator)."""
+        out = []
+        for leaf in self.leaves():
             if self._reward[leaf] is None:
                 raise ValueError(f"leaf {leaf} has no reward: call set_reward() on every leaf first")
-            total += self._reward[leaf]
-        n = float(len(leaves))
-        mean = total / n
-        sq = 0.0
-        for leaf in leaves:
-            sq += (self._reward[leaf] - mean) * (self._reward[leaf] - mean)
-        std = math.sqrt(sq / (n - 1.0)) if len(leaves) > 1 else 0.0
-        centred = [self._reward[leaf] - mean for leaf in leaves]
-        if not scale_std:
-            return centred
-        # std + eps == 0 only when every reward is equal (centred == 0) and eps == 0: advantage 0, not 0/0
-        return [c / (std + eps) if std + eps > 0.0 else 0.0 for c in centred]
+            out.append(self._reward[leaf])
+        return np.array(out, dtype=np.float64)
 
-    def _node_advantages(self, scale_std: bool, eps: float) -> list[float]:
-        leaf_adv = self._leaf_advantages(scale_std, eps)
+    def node_advantages(self, leaf_advantages: Any) -> np.ndarray:
+        """Hard credit: float64 [num_nodes], per node the mean of ``leaf_advantages`` ([num_leaves], leaves()
+        order) over the leaves below it (the root's is the mean over all leaves; 0 for a tree without leaves)."""
+        return np.array(self._node_advantages(_adv_vector(leaf_advantages, "leaf_advantages")), dtype=np.float64)
+
+    def _node_advantages(self, leaf_adv: list[float]) -> list[float]:
+        _check_leaf_advantages(self, leaf_adv, "leaf_advantages")
         total, count = [0.0] * self.num_nodes, [0.0] * self.num_nodes
         for leaf, a in zip(self.leaves(), leaf_adv):
             total[leaf], count[leaf] = a, 1.0

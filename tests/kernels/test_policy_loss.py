@@ -9,12 +9,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from arpo.train.advantages import group_advantages
+from arpo.algos.advantages import ESTIMATORS
 from arpo.tree import TrajectoryTree, flatten_trees, pack_trees
 from arpo_kernels import flat_weights, policy_loss, policy_loss_packed, policy_loss_reference
 from arpo_kernels.reference import kl_reference
 
-from ..tree.treegen import build, forest_specs, packed_prefix_hashes, prefix_hashes
+from ..tree.treegen import build, forest_specs, leaf_adv, packed_prefix_hashes, prefix_hashes
 from .common import device_for, skip_triton_without_runtime
 
 BACKENDS = [pytest.param("triton", marks=skip_triton_without_runtime), "numba", "torch"]
@@ -190,13 +190,15 @@ def token_values(h, salt):
     return torch.from_numpy(np.sin((h % 9973) * 0.37 + salt)).to(torch.float64)
 
 
-@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("credit", ["soft", "hard"])
 @pytest.mark.parametrize("agg", AGGS)
 @settings(max_examples=40, deadline=None)
-@given(specs=forest_specs(), dual=st.sampled_from([None, 2.5]), kl=st.booleans(), ent=st.booleans())
-def test_packed_equals_flat(specs, mode, agg, dual, kl, ent):
+@given(specs=forest_specs(), estimator=st.sampled_from(tuple(ESTIMATORS)), dual=st.sampled_from([None, 2.5]),
+       kl=st.booleans(), ent=st.booleans())
+def test_packed_equals_flat(specs, estimator, credit, agg, dual, kl, ent):
     trees = [build(TrajectoryTree, s) for s in specs]
-    f, p = flatten_trees(trees, mode), pack_trees(trees, mode, agg)
+    adv = leaf_adv(trees, estimator)
+    f, p = flatten_trees(trees, adv, credit), pack_trees(trees, adv, credit, agg)
     real = f.attention_mask.astype(bool)
     fh = np.zeros(f.input_ids.shape, dtype=np.int64)
     for row in range(f.num_rows):
@@ -239,22 +241,6 @@ def test_packed_equals_flat(specs, mode, agg, dual, kl, ent):
                 sums_p[h] = sums_p.get(h, 0.0) + g
             for h in set(sums_f) | set(sums_p):
                 assert abs(sums_f.get(h, 0.0) - sums_p.get(h, 0.0)) <= 1e-6 * scale
-
-
-# ---- flat GRPO advantages -----------------------------------------------------------------------------------
-def test_group_advantages_match_the_tree():
-    rewards = torch.tensor([1.0, 0.0, 0.5, 2.0, 2.0, -1.0, 3.0])
-    groups = torch.tensor([0, 0, 0, 1, 1, 1, 2])
-    adv = group_advantages(rewards, groups)
-    for g in range(3):
-        t = TrajectoryTree([1])
-        for r in rewards[groups == g].tolist():
-            t.set_reward(t.add(0, [2], True), r)
-        np.testing.assert_allclose(adv[groups == g].numpy(), t.advantages("soft"), rtol=1e-12, atol=1e-15)
-    assert adv[-1] == 0.0  # a group of one has no signal
-    np.testing.assert_allclose(group_advantages(rewards, groups, scale_std=False)[:3].numpy(), [0.5, -0.5, 0.0])
-    with pytest.raises(ValueError, match="rewards contain NaN"):
-        group_advantages(torch.tensor([float("nan")]), torch.tensor([0]))
 
 
 # ---- bad inputs ---------------------------------------------------------------------------------------------
@@ -355,7 +341,8 @@ def test_packed_equals_flat_on_every_backend(backend):
         for leaf in t.leaves():
             t.set_reward(leaf, float(rng.integers(0, 3)))
         trees.append(t)
-    f, p = flatten_trees(trees, "soft"), pack_trees(trees, "soft", "seq-mean-token-mean")
+    adv = leaf_adv(trees)
+    f, p = flatten_trees(trees, adv, "soft"), pack_trees(trees, adv, "soft", "seq-mean-token-mean")
     kw = dict(clip_high=0.28, dual_clip=2.0, backend=backend)
 
     def lp_of(ids, pos):  # a function of (token, depth): every copy of a packed token agrees

@@ -1,5 +1,6 @@
 """Tree-packed and flat updates on the demo model: the same loss and the same parameter gradients (fp32), for
-every aggregation mode, advantage mode and micro-batch split; and both equal a plain full-logits reference."""
+every aggregation mode, credit (soft/hard), advantage estimator and micro-batch split; and both equal a plain
+full-logits reference."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from arpo.algos.advantages import ESTIMATORS, get_estimator
 from arpo.tree import TrajectoryTree
 from arpo.tree.synthetic import build_tree, rollout_script
 from arpo.train.microbatch import micro_batches
@@ -66,12 +68,16 @@ def _trees(model, seed: int = 0, n: int = 3, vocab: int = 2000):
 LOSS_ATOL = 1e-6
 
 
-def _loss_and_grads(model, trees, update, agg, mode, max_tokens, algo, whole_trees=False):
+def _adv(trees, estimator="grpo"):
+    return get_estimator(estimator)([t.leaf_rewards() for t in trees], eps=1e-6)
+
+
+def _loss_and_grads(model, trees, update, agg, credit, max_tokens, algo, whole_trees=False, estimator="grpo"):
     policy = PolicyLogprobs(model, temperature=TEMP, backend="torch")
     model.zero_grad()
     total = torch.zeros((), dtype=torch.float64)
-    mbs = micro_batches(trees, update=update, mode=mode, agg=agg, max_tokens=max_tokens, pad_id=0,
-                        whole_trees=whole_trees)
+    mbs = micro_batches(trees, _adv(trees, estimator), update=update, credit=credit, agg=agg,
+                        max_tokens=max_tokens, pad_id=0, whole_trees=whole_trees)
     for mb in mbs:
         mb.old_logprobs = mb.sampler_logprobs
         lp, ent = policy(mb)
@@ -82,14 +88,20 @@ def _loss_and_grads(model, trees, update, agg, mode, max_tokens, algo, whole_tre
     return total, grads, mbs
 
 
-@pytest.mark.parametrize("agg", AGGS)
-@pytest.mark.parametrize("mode", ["soft", "hard"])
-@pytest.mark.parametrize("whole_trees", [False, True], ids=["bounded-rows", "tree-rows"])
-def test_packed_equals_flat(model, agg, mode, whole_trees):
+# grpo (the default) with every credit, aggregation and packed row form; every other registered estimator once,
+# the credits alternating (a model forward/backward per case is slow; tests/tree and tests/kernels check
+# packed == flat for every estimator x credit x aggregation on random trees)
+CASES = [("grpo", c, a, w) for c in ("soft", "hard") for a in AGGS for w in (False, True)]
+CASES += [(e, ("soft", "hard")[i % 2], "seq-mean-token-mean", False)
+          for i, e in enumerate(e for e in ESTIMATORS if e != "grpo")]
+
+
+@pytest.mark.parametrize("estimator, credit, agg, whole_trees", CASES)
+def test_packed_equals_flat(model, estimator, credit, agg, whole_trees):
     trees = _trees(model)
     algo = AlgoConfig(agg=agg, clip_low=0.02, clip_high=0.03, entropy_coef=0.01)
-    loss_f, g_f, mbs_f = _loss_and_grads(model, trees, "flat", agg, mode, 10_000, algo)
-    loss_p, g_p, mbs_p = _loss_and_grads(model, trees, "packed", agg, mode, 10_000, algo, whole_trees)
+    loss_f, g_f, mbs_f = _loss_and_grads(model, trees, "flat", agg, credit, 10_000, algo, estimator=estimator)
+    loss_p, g_p, mbs_p = _loss_and_grads(model, trees, "packed", agg, credit, 10_000, algo, whole_trees, estimator)
     rows = sum(m.input_ids.shape[0] for m in mbs_p)
     assert rows == len(trees) if whole_trees else rows > len(trees)  # the bounded rows split every tree here
     assert sum(m.tokens for m in mbs_p) < sum(m.tokens for m in mbs_f)  # packing forwards fewer tokens
@@ -123,7 +135,7 @@ def test_matches_full_logits_reference(model):
     algo = AlgoConfig(agg=agg, clip_low=0.02, clip_high=0.03)
     lps, olds, advs, seq = [], [], [], []
     for t in trees:
-        adv = t.advantages("soft")
+        (adv,) = _adv([t])  # grpo is per prompt: the same as over both trees
         for j, leaf in enumerate(t.leaves()):
             path = t.path(leaf)
             ids = [int(x) for v in path for x in t.tokens(v)]
@@ -150,7 +162,7 @@ def test_tree_mask_is_ancestor_mask():
         t.set_reward(leaf, 1.0)
     from arpo.tree import pack_trees
 
-    pb = pack_trees([t])
+    pb = pack_trees([t], _adv([t]))
     got = tree_mask(torch.from_numpy(pb.span_end)[None])[0, 0].numpy()
     np.testing.assert_array_equal(got, pb.dense_mask())
 
@@ -161,9 +173,10 @@ def test_packed_rows_match_flat_hidden_states(impl):
     the same token in the flat batch, for both mask forms."""
     model = load_causal_lm(str(DEMO), attn_implementation=impl)
     trees = _trees(model, seed=3, n=3)
-    (pmb,) = micro_batches(trees, update="packed", mode="soft", agg="token-mean", max_tokens=10_000, pad_id=0,
-                           whole_trees=True)
-    (fmb,) = micro_batches(trees, update="flat", mode="soft", agg="token-mean", max_tokens=100_000, pad_id=0)
+    (pmb,) = micro_batches(trees, _adv(trees), update="packed", credit="soft", agg="token-mean", max_tokens=10_000,
+                           pad_id=0, whole_trees=True)
+    (fmb,) = micro_batches(trees, _adv(trees), update="flat", credit="soft", agg="token-mean", max_tokens=100_000,
+                           pad_id=0)
     policy = PolicyLogprobs(model, backend="torch")
     with torch.no_grad():
         lp_p, _ = policy(pmb)
@@ -193,8 +206,8 @@ def test_flex_block_mask_matches_dense_mask(monkeypatch):
     dense = load_causal_lm(str(DEMO), attn_implementation="sdpa")
     flex = load_causal_lm(str(DEMO), attn_implementation="flex_attention")
     trees = _trees(dense, seed=3, n=3)
-    (mb,) = micro_batches(trees, update="packed", mode="soft", agg="token-mean", max_tokens=10_000, pad_id=0,
-                          whole_trees=PolicyLogprobs(flex).block_sparse)
+    (mb,) = micro_batches(trees, _adv(trees), update="packed", credit="soft", agg="token-mean", max_tokens=10_000,
+                          pad_id=0, whole_trees=PolicyLogprobs(flex).block_sparse)
     assert mb.input_ids.shape[0] == 3  # one row per tree, each with its own ancestor mask
     with torch.no_grad():
         want, _ = PolicyLogprobs(dense)(mb)

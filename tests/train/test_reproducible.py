@@ -18,8 +18,8 @@ from arpo.train import checkpoint as ckpt
 from .test_trainer import ROOT, TINY
 
 # GRPO and ARPO both: ARPO's branches are where tool timing used to decide which paths shared an engine call
-RUNS = {"flat-hard": ["train.update=flat", "algo.advantage=hard", "rollout.mode=grpo"],
-        "packed-soft": ["train.update=packed", "algo.advantage=soft", "rollout.mode=arpo"]}
+RUNS = {"flat-hard": ["train.update=flat", "algo.credit=hard", "rollout.mode=grpo"],
+        "packed-soft": ["train.update=packed", "algo.credit=soft", "rollout.mode=arpo"]}
 
 
 def _args(out: Path, extra: list[str]) -> list[str]:

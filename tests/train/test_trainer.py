@@ -200,17 +200,47 @@ def test_sigterm_finishes_the_step_and_checkpoints(tmp_path):
 
 
 def test_kl_to_reference_model_and_flat_update(tmp_path):
-    """A run with the KL term (frozen reference = the starting model) and flat updates: its metrics carry the
-    KL, which is ~0 on the first step: one mini-batch per step, so the KL is measured before any update
-    (policy == reference)."""
+    """A run with the KL term (frozen reference = the starting model), flat updates, and a non-default estimator
+    and credit: its metrics carry the KL, which is ~0 on the first step: one mini-batch per step, so the KL is
+    measured before any update (policy == reference)."""
     out = tmp_path / "kl"
     cfg = tiny(out, "train.total_steps=1", "algo.kl_coef=0.1", "train.update=flat", "algo.agg=seq-mean-token-sum",
-               "train.mini_batch_size=2")
+               "train.mini_batch_size=2", "algo.estimator=rloo", "algo.credit=hard")
     trainer = Trainer(cfg, progress=False)
     assert trainer.ref is not None and not any(p.requires_grad for p in trainer.ref.parameters())
     assert trainer.train() == 0
     (m,) = read_metrics(out)
     assert "kl_mean" in m and abs(m["kl_mean"]) < 0.05 and m["loss"] == m["loss"]
+
+
+@pytest.mark.parametrize("rank", [0, 1, 2])
+def test_leaf_advantages_see_the_batch_of_every_rank(rank, monkeypatch):
+    """Under data parallelism the estimator runs over every rank's rewards (gathered), and each rank keeps its
+    own prompts' share: a batch-level estimator gives what one process would."""
+    import numpy as np
+
+    from arpo.algos.advantages import get_estimator
+    from arpo.tree import TrajectoryTree
+    from arpo.train.dist import Dist
+
+    rewards = [[[1.0, 0.0], [0.5, 0.5, 2.0]], [[3.0, 1.0]], [[0.0, 1.0, 1.0], [4.0], [2.0, 0.0]]]  # per rank
+    trees = []
+    for group in rewards[rank]:
+        t = TrajectoryTree([1])
+        for r in group:
+            t.set_reward(t.add(0, [2], True), r)
+        trees.append(t)
+    trainer = Trainer.__new__(Trainer)  # no model: only the advantage step
+    trainer.cfg = load_config(ROOT / "configs" / "demo.yaml", ["algo.estimator=reinforce_pp"])
+    trainer.dist = Dist(rank=rank, world=3)
+    monkeypatch.setattr(trainer, "_gather", lambda obj: [
+        obj if k == rank else [np.array(g) for g in rewards[k]] for k in range(3)])
+    everyone = get_estimator("reinforce_pp")([np.array(g) for rank_groups in rewards for g in rank_groups], eps=1e-6)
+    start = sum(len(r) for r in rewards[:rank])
+    got = trainer._leaf_advantages(trees)
+    assert len(got) == len(trees)
+    for a, b in zip(got, everyone[start:start + len(trees)]):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_training_seed_never_changes_the_questions(tmp_path):

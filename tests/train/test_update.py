@@ -16,7 +16,7 @@ from arpo.train.optim import TorchBackend, lr_factor
 from arpo.train.policy import PolicyLogprobs, enable_activation_checkpointing, load_causal_lm
 from arpo.train.update import attach_old_logprobs, micro_batch_loss, ppo_update
 
-from .test_packed_vs_flat import _trees
+from .test_packed_vs_flat import _adv, _trees
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo-agent"
 
@@ -38,7 +38,8 @@ def test_lr_schedule():
 
 def _batches(model, update="packed"):
     trees = _trees(model, seed=5, n=2)
-    return [micro_batches(trees, update=update, mode="soft", agg="token-mean", max_tokens=10_000, pad_id=0)]
+    return [micro_batches(trees, _adv(trees), update=update, credit="soft", agg="token-mean", max_tokens=10_000,
+                          pad_id=0)]
 
 
 def test_reference_equal_to_policy_gives_zero_kl(model):

@@ -1,6 +1,6 @@
-"""Group-normalised advantages, soft and hard, against hand-computed values (DESIGN.md, "Advantages")."""
-import math
-
+"""The tree's side of advantages: leaf rewards in leaves() order, and hard credit (per node, the mean leaf
+advantage below it) against hand-computed values (DESIGN.md, "Advantages"). The estimators themselves are in
+tests/algos."""
 import numpy as np
 import pytest
 
@@ -19,56 +19,44 @@ def tree_with_rewards(rc, rd, re):
     return t
 
 
-def test_soft_is_z_score_with_bessel_std():
-    # rewards 1, 0, 0.5: mean 0.5, sample variance (0.25 + 0.25 + 0) / 2 = 0.25, std 0.5
+def test_leaf_rewards_in_leaves_order():
     t = tree_with_rewards(1.0, 0.0, 0.5)
-    np.testing.assert_array_equal(t.advantages("soft", eps=0.0), [1.0, -1.0, 0.0])
-    np.testing.assert_allclose(t.advantages("soft", eps=0.5), [0.5, -0.5, 0.0], rtol=1e-15)
-    np.testing.assert_array_equal(t.advantages("soft", scale_std=False), [0.5, -0.5, 0.0])
+    assert t.leaves() == [3, 4, 5]
+    r = t.leaf_rewards()
+    assert r.dtype == np.float64
+    np.testing.assert_array_equal(r, [1.0, 0.0, 0.5])
+    assert TrajectoryTree([1]).leaf_rewards().shape == (0,)
 
 
-def test_soft_unequal_groups():
-    # rewards 1, 1, 0: mean 2/3, variance (1/9 + 1/9 + 4/9) / 2 = 1/3
-    t = tree_with_rewards(1.0, 1.0, 0.0)
-    s = math.sqrt(1 / 3)
-    np.testing.assert_allclose(t.advantages("soft", eps=0.0), [1 / 3 / s, 1 / 3 / s, -2 / 3 / s], rtol=1e-14)
-
-
-def test_hard_is_mean_over_leaves_below_each_node():
-    t = tree_with_rewards(1.0, 1.0, 0.0)
-    s = math.sqrt(1 / 3)
-    a_c, a_e = 1 / 3 / s, -2 / 3 / s
+def test_hard_credit_is_the_mean_over_leaves_below_each_node():
+    t = tree_with_rewards(0.0, 0.0, 0.0)
     # node ids: 0 root, 1 a (leaves c d e), 2 b (leaves c d), 3 c, 4 d, 5 e
-    expected = [(2 * a_c + a_e) / 3, (2 * a_c + a_e) / 3, a_c, a_c, a_c, a_e]
-    np.testing.assert_allclose(t.advantages("hard", eps=0.0), expected, rtol=1e-14, atol=1e-15)
+    np.testing.assert_array_equal(t.node_advantages([1.0, 0.5, -3.0]), [-0.5, -0.5, 0.75, 1.0, 0.5, -3.0])
+    np.testing.assert_array_equal(t.node_advantages(np.array([2, 2, 2])), [2.0] * 6)  # ints accepted
 
 
-def test_equal_rewards_and_single_leaf_give_zero():
-    t = tree_with_rewards(0.5, 0.5, 0.5)
-    np.testing.assert_array_equal(t.advantages("soft"), [0.0, 0.0, 0.0])
+def test_single_leaf_and_leafless_trees():
     one = TrajectoryTree([1])
-    one.set_reward(one.add(0, [2], True), 7.0)
-    np.testing.assert_array_equal(one.advantages("soft"), [0.0])
-    np.testing.assert_array_equal(one.advantages("hard"), [0.0, 0.0])
+    one.add(0, [2], True)
+    np.testing.assert_array_equal(one.node_advantages([0.25]), [0.25, 0.25])
+    np.testing.assert_array_equal(TrajectoryTree([1, 2]).node_advantages([]), [0.0])
 
 
-def test_tree_without_leaves_has_no_advantages():
-    t = TrajectoryTree([1, 2])
-    assert t.advantages("soft").shape == (0,)
-    np.testing.assert_array_equal(t.advantages("hard"), [0.0])
+@pytest.mark.parametrize("adv, exc, message", [
+    ([1.0, 2.0], ValueError, r"leaf_advantages has 2 values for the tree's 3 leaves"),
+    ([1.0, float("nan"), 0.0], ValueError, r"leaf_advantages\[1\] is not a finite float32"),
+    ([1.0, 0.0, 1e39], ValueError, r"leaf_advantages\[2\] is not a finite float32"),
+    ([[1.0, 0.0, 0.0]], ValueError, r"leaf_advantages must be 1-D, got 2 dimensions"),
+    (["a", "b", "c"], TypeError, r"leaf_advantages must be real numbers, got dtype <U1"),
+])
+def test_bad_leaf_advantages(adv, exc, message):
+    with pytest.raises(exc, match=message):
+        tree_with_rewards(1.0, 0.0, 0.5).node_advantages(adv)
 
 
-@pytest.mark.parametrize("mode", ["soft", "hard"])
-def test_advantages_sum_to_zero_over_leaves(mode):
-    rng = np.random.default_rng(0)
+def test_missing_reward_is_a_clear_error():
     t = TrajectoryTree([1])
-    nodes = [0]
-    for _ in range(30):
-        nodes.append(t.add(int(rng.choice(nodes)), [3], True))
-    for leaf in t.leaves():
-        t.set_reward(leaf, float(rng.normal()))
-    soft = t.advantages("soft")
-    assert abs(soft.sum()) < 1e-12
-    assert soft.std(ddof=1) == pytest.approx(1.0, rel=1e-5)  # eps = 1e-6 against std ~ 1
-    if mode == "hard":
-        assert t.advantages("hard")[0] == pytest.approx(0.0, abs=1e-12)  # the root averages every leaf
+    t.set_reward(t.add(0, [2], True), 1.0)
+    t.add(0, [3], True)
+    with pytest.raises(ValueError, match=r"leaf 2 has no reward: call set_reward\(\) on every leaf first"):
+        t.leaf_rewards()

@@ -1,15 +1,20 @@
 """flatten_trees and pack_trees on the active implementation: hand-computed arrays, and properties over random
 trees (hypothesis): every path appears once in the flat batch, every unique token once in the packed batch,
-and for any per-token function g the packed sums equal the flat sums (DESIGN.md, "Tree packing is exact")."""
+and for any per-token function g and any estimator's advantages the packed sums equal the flat sums (DESIGN.md,
+"Tree packing is exact")."""
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from arpo.algos.advantages import ESTIMATORS
 from arpo.tree import AGG_MODES, TrajectoryTree, flatten_trees, pack_trees
 from arpo_kernels import flat_weights
 
-from .treegen import build, forest_specs, packed_prefix_hashes, prefix_hashes
+from .treegen import build, forest_specs, leaf_adv, packed_prefix_hashes, prefix_hashes
+
+ADV = [[1.0, -1.0, 0.0]]  # leaf advantages of small_tree's leaves c, d, e
 
 
 def small_tree(rewards=(1.0, 0.0, 0.5)):
@@ -25,7 +30,7 @@ def small_tree(rewards=(1.0, 0.0, 0.5)):
 
 
 def test_flat_batch_by_hand():
-    f = flatten_trees([small_tree()], "soft", pad_id=99, eps=0.0)  # advantages exactly 1, -1, 0
+    f = flatten_trees([small_tree()], ADV, "soft", pad_id=99)
     np.testing.assert_array_equal(f.input_ids, [[1, 2, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 9, 99],
                                                 [1, 2, 3, 4, 5, 10, 99, 99]])
     np.testing.assert_array_equal(f.attention_mask.sum(1), [8, 7, 6])
@@ -40,7 +45,7 @@ def test_flat_batch_by_hand():
 
 
 def test_packed_batch_by_hand():
-    p = pack_trees([small_tree()], "soft", "token-mean", eps=0.0)
+    p = pack_trees([small_tree()], ADV, "soft", "token-mean")
     np.testing.assert_array_equal(p.input_ids, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
     np.testing.assert_array_equal(p.position_ids, [0, 1, 2, 3, 4, 5, 6, 7, 6, 5])
     np.testing.assert_array_equal(p.prev_index, [-1, 0, 1, 2, 3, 4, 5, 6, 5, 4])
@@ -55,26 +60,26 @@ def test_packed_batch_by_hand():
 
 
 def test_packed_seq_mean_token_mean_by_hand():
-    p = pack_trees([small_tree()], "soft", "seq-mean-token-mean", eps=0.0)
+    p = pack_trees([small_tree()], ADV, "soft", "seq-mean-token-mean")
     # rows: c has 4 loss tokens, d 3, e 3; S = 3 -> w_c = 1/12, w_d = w_e = 1/9
     np.testing.assert_allclose(p.loss_weight[3:5], [1 / 12 + 2 / 9] * 2, rtol=1e-7)
     np.testing.assert_allclose(p.adv_pos[3], 1 / 12, rtol=1e-7)
     np.testing.assert_allclose(p.adv_neg[3], -1 / 9, rtol=1e-7)
 
 
-def test_packed_hard_mode_by_hand():
-    p = pack_trees([small_tree(rewards=(1.0, 1.0, 0.0))], "hard", "seq-mean-token-sum", eps=0.0)
-    s = np.sqrt(1 / 3)
-    a_c, a_e = 1 / 3 / s, -2 / 3 / s
-    a_root = (2 * a_c + a_e) / 3  # node a averages c, d, e; every row weighs 1/3
-    np.testing.assert_allclose(p.loss_weight[3], 1.0, rtol=1e-7)
-    np.testing.assert_allclose(p.adv_pos[3], a_root if a_root > 0 else 0.0, atol=1e-7)
-    np.testing.assert_allclose(p.adv_pos[6], a_c / 3, rtol=1e-6)
-    np.testing.assert_allclose(p.adv_neg[9], a_e / 3, rtol=1e-6)
+def test_packed_hard_credit_by_hand():
+    p = pack_trees([small_tree()], [[1.0, 0.5, -3.0]], "hard", "seq-mean-token-sum")
+    # every row weighs 1/3; node a averages c, d, e: -0.5 over 3 copies; c 1.0, d 0.5, e -3.0 over one copy each
+    np.testing.assert_allclose(p.loss_weight, [0, 0, 0, 1, 1, 0, 1 / 3, 1 / 3, 1 / 3, 1 / 3], rtol=1e-7)
+    np.testing.assert_allclose(p.adv_pos, [0, 0, 0, 0, 0, 0, 1 / 3, 1 / 3, 0.5 / 3, 0], rtol=1e-7)
+    np.testing.assert_allclose(p.adv_neg, [0, 0, 0, -0.5, -0.5, 0, 0, 0, 0, -1.0], rtol=1e-7)
+    f = flatten_trees([small_tree()], [[1.0, 0.5, -3.0]], "hard")
+    np.testing.assert_array_equal(f.advantages, [[0, 0, 0, -.5, -.5, 0, 1, 1], [0, 0, 0, -.5, -.5, 0, .5, 0],
+                                                 [0, 0, 0, -.5, -.5, -3, 0, 0]])
 
 
 def test_dense_mask_is_ancestors_only():
-    p = pack_trees([small_tree()])
+    p = pack_trees([small_tree()], ADV)
     m = p.dense_mask()
     # token 8 (node d = [9]) sees the prompt, a, b and itself, not c's tokens (6, 7) nor e's (9)
     np.testing.assert_array_equal(np.flatnonzero(m[8]), [0, 1, 2, 3, 4, 5, 8])
@@ -84,21 +89,39 @@ def test_dense_mask_is_ancestors_only():
 def test_bad_arguments():
     t = small_tree()
     with pytest.raises(ValueError, match=r"unknown agg 'mean'"):
-        pack_trees([t], "soft", "mean")
-    with pytest.raises(ValueError, match=r"unknown advantage mode 'x'"):
-        flatten_trees([t], "x")
+        pack_trees([t], ADV, "soft", "mean")
+    with pytest.raises(ValueError, match=r"unknown credit 'x': expected 'soft' or 'hard'"):
+        flatten_trees([t], ADV, "x")
     with pytest.raises(TypeError, match=r"trees\[1\] is a str"):
-        pack_trees([t, "not a tree"])
-    no_reward = TrajectoryTree([1])
-    no_reward.add(0, [2], True)
-    with pytest.raises(ValueError, match=r"leaf 1 has no reward"):
-        flatten_trees([t, no_reward])
+        pack_trees([t, "not a tree"], ADV * 2)
+
+
+@pytest.mark.parametrize("builder", [flatten_trees, pack_trees])
+@pytest.mark.parametrize("adv, exc, message", [
+    ([[1.0, -1.0, 0.0]] * 2, ValueError, r"leaf_advantages has 2 arrays for 1 trees"),
+    ([[1.0, -1.0]], ValueError, r"leaf_advantages\[0\] has 2 values for the tree's 3 leaves"),
+    ([[1.0, np.nan, 0.0]], ValueError, r"leaf_advantages\[0\]\[1\] is not a finite float32"),
+    ([[1.0, 0.0, -np.inf]], ValueError, r"leaf_advantages\[0\]\[2\] is not a finite float32"),
+    ([[1.0, 0.0, 1e300]], ValueError, r"leaf_advantages\[0\]\[2\] is not a finite float32"),
+    ([[[1.0, 0.0, 0.0]]], ValueError, r"leaf_advantages\[0\] must be 1-D, got 2 dimensions"),
+    ([["a", "b", "c"]], TypeError, r"leaf_advantages\[0\] must be real numbers, got dtype <U1"),
+    (None, TypeError, r"leaf_advantages must be a list of arrays \(one per tree\), got a NoneType"),
+])
+def test_bad_leaf_advantages_are_clear_errors(builder, adv, exc, message):
+    with pytest.raises(exc, match=message):
+        builder([small_tree()], adv)
+
+
+def test_advantages_need_no_rewards_in_the_tree():
+    t = TrajectoryTree([1])
+    t.add(0, [2], True)
+    np.testing.assert_array_equal(flatten_trees([t], [[0.5]]).advantages, [[0.0, 0.5]])
 
 
 def test_empty_list_and_leafless_trees():
-    f = flatten_trees([])
+    f = flatten_trees([], [])
     assert f.input_ids.shape == (0, 1)
-    p = pack_trees([TrajectoryTree([5, 6])])
+    p = pack_trees([TrajectoryTree([5, 6])], [[]])
     np.testing.assert_array_equal(p.input_ids, [5, 6])
     assert not p.loss_mask.any() and p.loss_weight.sum() == 0
 
@@ -116,7 +139,7 @@ def path_tokens(tree, leaf):
 @given(forest_specs())
 def test_every_path_appears_once_in_the_flat_batch(specs):
     trees = [build(TrajectoryTree, s) for s in specs]
-    f = flatten_trees(trees, "soft", pad_id=0)
+    f = flatten_trees(trees, leaf_adv(trees), "soft", pad_id=0)
     expected = sorted((ti, leaf) for ti, t in enumerate(trees) for leaf in t.leaves())
     assert sorted(map(tuple, f.leaf_index.tolist())) == expected
     for row, (ti, leaf) in enumerate(f.leaf_index.tolist()):
@@ -130,7 +153,7 @@ def test_every_path_appears_once_in_the_flat_batch(specs):
 @given(forest_specs())
 def test_each_unique_token_appears_once_in_the_packed_batch(specs):
     trees = [build(TrajectoryTree, s) for s in specs]
-    p = pack_trees(trees)
+    p = pack_trees(trees, leaf_adv(trees))
     assert p.num_tokens == sum(t.num_tokens(unique=True) for t in trees)
     for ti, t in enumerate(trees):
         lo, hi = p.tree_offsets[ti], p.tree_offsets[ti + 1]
@@ -152,9 +175,9 @@ def test_each_unique_token_appears_once_in_the_packed_batch(specs):
     np.testing.assert_array_equal(depth, p.position_ids)
 
 
-def check_packed_equals_flat(trees, mode, agg):
-    f = flatten_trees(trees, mode, pad_id=0)
-    p = pack_trees(trees, mode, agg)
+def check_packed_equals_flat(trees, adv, credit, agg):
+    f = flatten_trees(trees, adv, credit, pad_id=0)
+    p = pack_trees(trees, adv, credit, agg)
     w = flat_weights(torch.from_numpy(f.loss_mask), agg).numpy()  # the flat aggregation of the loss kernels
     a = f.advantages.astype(np.float64)
     g_flat = np.zeros(f.input_ids.shape)
@@ -187,10 +210,10 @@ def check_packed_equals_flat(trees, mode, agg):
     assert flat_set == packed_set or (leafless and flat_set <= packed_set)
 
 
-@pytest.mark.parametrize("mode", ["soft", "hard"])
+@pytest.mark.parametrize("credit", ["soft", "hard"])
 @pytest.mark.parametrize("agg", AGG_MODES)
 @settings(max_examples=100, deadline=None)
-@given(specs=forest_specs())
-def test_packed_sums_equal_flat_sums(specs, mode, agg):
+@given(specs=forest_specs(), estimator=st.sampled_from(tuple(ESTIMATORS)))
+def test_packed_sums_equal_flat_sums(specs, estimator, credit, agg):
     trees = [build(TrajectoryTree, s) for s in specs]
-    check_packed_equals_flat(trees, mode, agg)
+    check_packed_equals_flat(trees, leaf_adv(trees, estimator), credit, agg)

@@ -5,9 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from arpo import _tree as cpp  # the extension is part of the build: missing is a failure, not a skip
+from arpo.algos.advantages import ESTIMATORS
 from arpo.tree import AGG_MODES, py_batch, py_tree
 
-from .treegen import build, forest_specs
+from .treegen import build, forest_specs, leaf_adv
 
 
 def assert_same_arrays(a: dict, b: dict):
@@ -18,16 +19,20 @@ def assert_same_arrays(a: dict, b: dict):
 
 
 @settings(max_examples=150, deadline=None)
-@given(forest_specs(), st.sampled_from(["soft", "hard"]), st.sampled_from(AGG_MODES), st.booleans())
-def test_identical_arrays(specs, mode, agg, scale_std):
+@given(forest_specs(), st.sampled_from(tuple(ESTIMATORS)), st.sampled_from(["soft", "hard"]),
+       st.sampled_from(AGG_MODES))
+def test_identical_arrays(specs, estimator, credit, agg):
     ct = [build(cpp.TrajectoryTree, s) for s in specs]
     pt = [build(py_tree.TrajectoryTree, s) for s in specs]
     for c, p in zip(ct, pt):
         assert c.to_dict() == p.to_dict()
         assert c.leaves() == p.leaves() and c.num_tokens(False) == p.num_tokens(False)
-        np.testing.assert_array_equal(c.advantages(mode, scale_std), p.advantages(mode, scale_std), strict=True)
-    assert_same_arrays(cpp.flatten_trees(ct, mode, 7, scale_std, 1e-6), py_batch.flatten_trees(pt, mode, 7, scale_std, 1e-6))
-    assert_same_arrays(cpp.pack_trees(ct, mode, agg, scale_std, 1e-6), py_batch.pack_trees(pt, mode, agg, scale_std, 1e-6))
+        np.testing.assert_array_equal(c.leaf_rewards(), p.leaf_rewards(), strict=True)
+    adv = leaf_adv(pt, estimator)
+    for c, p, a in zip(ct, pt, adv):
+        np.testing.assert_array_equal(c.node_advantages(a), p.node_advantages(a), strict=True)
+    assert_same_arrays(cpp.flatten_trees(ct, adv, credit, 7), py_batch.flatten_trees(pt, adv, credit, 7))
+    assert_same_arrays(cpp.pack_trees(ct, adv, credit, agg), py_batch.pack_trees(pt, adv, credit, agg))
 
 
 @settings(max_examples=50, deadline=None)
@@ -51,8 +56,12 @@ BAD_CALLS = [
     lambda t: t.add(2, [1, 2], True, [0.0]),
     lambda t: t.add(2, [1], False, [0.0]),
     lambda t: t.add(2, [1], True, [float("-inf")]),
-    lambda t: t.advantages("soft"),
-    lambda t: t.advantages("both"),
+    lambda t: t.leaf_rewards(),
+    lambda t: t.node_advantages([0.0]),
+    lambda t: t.node_advantages([0.0, float("nan")]),
+    lambda t: t.node_advantages([0.0, 4e38]),
+    lambda t: t.node_advantages([[0.0, 1.0]]),
+    lambda t: t.node_advantages(["x", "y"]),
 ]
 
 
@@ -70,22 +79,44 @@ def test_identical_errors(call):
     assert errors[0] == errors[1]
 
 
+BAD_BATCH_ARGS = [  # (credit, leaf_advantages) for a forest of two trees with 2 and 1 leaves
+    ("soft", [[0.0, 1.0]]),
+    ("hard", [[0.0, 1.0], [0.0, 1.0]]),
+    ("soft", [[0.0, 1.0], [float("nan")]]),
+    ("hard", [[0.0, float("-inf")], [0.0]]),
+    ("soft", [[0.0, 1.0], [1e39]]),
+    ("soft", [[0.0, 1.0], [[0.0]]]),
+    ("soft", [[0.0, 1.0], ["x"]]),
+    ("soft", np.zeros((2, 2))),
+    ("soft", None),
+    ("soft", {0: [0.0, 1.0]}),
+    ("medium", [[0.0, 1.0], [0.0]]),
+]
+
+
+@pytest.mark.parametrize("builder", ["flatten_trees", "pack_trees"])
+@pytest.mark.parametrize("credit, adv", BAD_BATCH_ARGS)
+def test_identical_batch_errors(builder, credit, adv):
+    errors = []
+    for cls, mod in ((cpp.TrajectoryTree, cpp), (py_tree.TrajectoryTree, py_batch)):
+        t, u = cls([1, 2]), cls([1])
+        a = t.add(0, [3], True)
+        t.add(a, [4], True, [-0.5])
+        t.add(0, [5], False)
+        u.add(0, [6], True)
+        with pytest.raises(Exception) as info:
+            getattr(mod, builder)([t, u], adv, credit)
+        errors.append((info.type, str(info.value)))
+    assert errors[0] == errors[1]
+
+
 @pytest.mark.parametrize("builder", ["flatten_trees", "pack_trees"])
 def test_mixed_implementations_are_refused(builder):
     c, p = cpp.TrajectoryTree([1]), py_tree.TrajectoryTree([1])
     with pytest.raises(TypeError, match="do not mix the C\\+\\+ and Python implementations"):
-        getattr(cpp, builder)([c, p])
+        getattr(cpp, builder)([c, p], [[], []])
     with pytest.raises(TypeError, match="do not mix the C\\+\\+ and Python implementations"):
-        getattr(py_batch, builder)([p, c])
-
-
-@pytest.mark.parametrize("cls", [cpp.TrajectoryTree, py_tree.TrajectoryTree])
-def test_equal_rewards_with_eps_zero_give_zero_not_nan(cls):
-    t = cls([1])
-    for _ in range(3):
-        t.set_reward(t.add(0, [2], True), 1.0)
-    assert t.advantages("soft", eps=0.0).tolist() == [0.0, 0.0, 0.0]
-    assert t.advantages("hard", eps=0.0).tolist() == [0.0, 0.0, 0.0, 0.0]
+        getattr(py_batch, builder)([p, c], [[], []])
 
 
 @pytest.mark.parametrize("cls", [cpp.TrajectoryTree, py_tree.TrajectoryTree])

@@ -1,5 +1,4 @@
 """The TrajectoryTree API on the active implementation: building, reading, serialising, and bad use."""
-import math
 import pickle
 
 import numpy as np
@@ -69,7 +68,7 @@ def test_to_dict_round_trip_and_pickle():
     again = TrajectoryTree.from_dict(data)
     assert again.to_dict() == data
     assert pickle.loads(pickle.dumps(t)).to_dict() == data
-    np.testing.assert_array_equal(again.advantages("hard"), t.advantages("hard"))
+    np.testing.assert_array_equal(again.leaf_rewards(), t.leaf_rewards())
 
 
 # ---- bad use: clear errors, and the tree is unchanged afterwards -------------------------------------------
@@ -94,8 +93,8 @@ def test_to_dict_round_trip_and_pickle():
         (lambda t: t.set_reward(3, 1e31), ValueError, r"reward for leaf 3 is not finite or exceeds 1e30"),
         (lambda t: t.add(3, [1], False, [-0.1]), ValueError, r"logprobs given for a context \(non-trainable\) node 6"),
         (lambda t: t.extend(3, [1]), ValueError, r"node 3 was started with logprobs"),
-        (lambda t: t.advantages("soft"), ValueError, r"leaf 3 has no reward: call set_reward\(\) on every leaf first"),
-        (lambda t: t.advantages("medium"), ValueError, r"unknown advantage mode 'medium': expected 'soft' or 'hard'"),
+        (lambda t: t.leaf_rewards(), ValueError, r"leaf 3 has no reward: call set_reward\(\) on every leaf first"),
+        (lambda t: t.node_advantages([0.0]), ValueError, r"leaf_advantages has 1 values for the tree's 3 leaves"),
     ],
 )
 def test_bad_use_is_a_clear_error_and_changes_nothing(call, exc, message):
@@ -125,15 +124,9 @@ def test_finished_leaf_cannot_grow():
         t.add(n, [3], True)
 
 
-def test_empty_prompt_and_bad_eps():
+def test_empty_prompt():
     with pytest.raises(ValueError, match=r"prompt_ids is empty"):
         TrajectoryTree([])
-    t = TrajectoryTree([1])
-    t.set_reward(t.add(0, [2], True), 1.0)
-    with pytest.raises(ValueError, match=r"eps must be finite and >= 0"):
-        t.advantages("soft", eps=-1.0)
-    with pytest.raises(ValueError, match=r"eps must be finite and >= 0"):
-        t.advantages("soft", eps=math.nan)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
+from arpo.algos.advantages import get_estimator
+
 TOKEN = st.integers(min_value=0, max_value=50)
 # Few distinct rewards so that ties (zero advantages) and equal groups occur often.
 REWARD = st.sampled_from([0.0, 0.0, 1.0, 0.5, -1.0, 2.25])
@@ -45,6 +47,11 @@ def build(cls, spec: dict):
         if n["reward"] is not None:
             tree.set_reward(i + 1, n["reward"])
     return tree
+
+
+def leaf_adv(trees, estimator: str = "grpo", eps: float = 1e-6) -> list[np.ndarray]:
+    """The leaf advantages of `trees` under a registered estimator (what the trainer passes the batch builders)."""
+    return get_estimator(estimator)([t.leaf_rewards() for t in trees], eps=eps)
 
 
 _BASE, _MOD = 1_000_003, 2_147_483_647

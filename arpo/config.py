@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import difflib
 import functools
+import importlib
 import math
 import re
 import types
@@ -134,10 +135,29 @@ def _yaml_load(text: str) -> Any:
 # Field helpers and strict type coercion.
 
 
+class _Registered(Sequence):
+    """The names of a registry in a module that may be heavy (it may import torch): imported when first needed,
+    read live like a dict's keys()."""
+
+    def __init__(self, module: str, attr: str):
+        self.module, self.attr = module, attr
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(getattr(importlib.import_module(self.module), self.attr))
+
+    def __getitem__(self, i):
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
 def _f(default: Any, help: str, choices: Sequence[str] | KeysView = ()) -> Any:
-    """A dataclass field with help text (and allowed values for string enums / lists of them). A dict's keys()
-    stay live: the choices of ``algo.estimator`` are the estimators registered at the time of the check."""
-    metadata = {"help": help, "choices": choices if isinstance(choices, KeysView) else tuple(choices)}
+    """A dataclass field with help text (and allowed values for string enums / lists of them). A registry's
+    names stay live (a dict's keys(), or _Registered): the choices of ``algo.estimator`` and ``algo.loss`` are
+    the names registered at the time of the check."""
+    live = isinstance(choices, (KeysView, _Registered))
+    metadata = {"help": help, "choices": choices if live else tuple(choices)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -453,6 +473,12 @@ class AlgoConfig(_Section):
     kl_coef: float = _f(0.0, "weight of the KL penalty to the reference model (0 = no reference model)")
     kl_type: str = _f("low_var_kl", "KL estimator", ("low_var_kl", "k1", "k2"))
     entropy_coef: float = _f(0.0, "weight of the entropy bonus")
+    loss: str = _f(
+        "ppo_clip",
+        "policy-loss variant: a name registered in arpo/algos/losses.py (ppo_clip = token-level clipped "
+        "objective, fused kernels; gspo = sequence-level ratio, flat updates only)",
+        _Registered("arpo.algos.losses", "LOSSES"),
+    )
     agg: str = _f(
         "token-mean", "loss aggregation", ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum")
     )
@@ -568,6 +594,11 @@ class ARPOConfig:
             if not isinstance(getattr(self, f.name), cls):
                 raise _type_error(f.name, cls, getattr(self, f.name))
         self._validate_lengths()
+        if self.train.update == "packed" and self.algo.loss != "ppo_clip":
+            from .algos.losses import PACKED_EXACT
+
+            if self.algo.loss not in PACKED_EXACT:
+                raise ConfigError(f"algo.loss: {self.algo.loss!r} has no exact packed form; use train.update = flat")
         if self.train.eval_every > 0 and not self.data.test:
             raise ConfigError(
                 "train.eval_every: must be 0 when data.test is empty (nothing to evaluate); "

@@ -1,22 +1,19 @@
 """Micro-batches of one mini-batch of trees: the model inputs of one forward/backward and the loss terms of
-its trainable tokens, in the flat layout (one row per leaf) or the tree-packed one (each unique token once).
-The leaf advantages come with the trees (one array per tree, leaves() order: an estimator's output, computed
-once per step over the whole batch); ``credit`` assigns them to tokens (soft or hard).
+its trainable tokens. One layout for both updates: rows of tokens where a token attends to its ancestors in the
+row (``span_end``) and carries spec.TokenTerms (sums over its copies). The leaf advantages come with the trees
+(one array per tree, leaves() order: an estimator's output, computed once per step over the whole batch);
+``credit`` assigns them to tokens (soft or hard).
+
+- packed: ``pack_trees`` over the mini-batch: each shared token once, with as many copies as leaves below it.
+- flat: the packed layout with nothing shared: each root-to-leaf path (its prompt included) is a row of its
+  own, every token one copy (``arpo_kernels.flat_terms``), so ``seq_index`` names each token's sequence.
 
 The aggregation weights of ``algo.agg`` are those of the whole mini-batch, so the micro-batch losses add up to
-the mini-batch loss exactly (gradient accumulation changes nothing):
-
-- packed: ``pack_trees`` over the mini-batch gives each token its global weight; a micro-batch is a set of
-  whole trees, one row each (indices rebased to the row). A single tree larger than ``micro_batch_tokens`` is
-  a micro-batch of its own.
-- flat: ``policy_loss`` normalises within the rows it sees, so each micro-batch carries ``scale`` = its share
-  of the mini-batch normaliser (its loss tokens / all loss tokens for ``token-mean``; its non-empty rows / all
-  non-empty rows for the ``seq-mean-*`` modes) and the trainer multiplies its loss by it. Rows are sorted by
-  length before they are cut into micro-batches (least padding: the fair flat baseline).
-
-Every trainable token's log-prob is read from the hidden state of the token it is predicted from: the one
-before it in its row (flat), its ``prev_index`` (packed). ``src`` holds those positions as indices into the
-micro-batch's flattened hidden states ``[B*L, H]``.
+the mini-batch loss exactly (gradient accumulation changes nothing). A micro-batch is a set of whole rows,
+sorted by length (least padding) and cut at ``micro_batch_tokens``; a row longer than that is a micro-batch of
+its own. Every trainable token's log-prob is read from the hidden state of the token it is predicted from (its
+``prev_index``); ``src`` holds those positions as indices into the micro-batch's flattened hidden states
+``[B*L, H]``.
 """
 from __future__ import annotations
 
@@ -26,6 +23,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from arpo_kernels import TokenTerms, flat_terms, flat_weights
+
 from ..tree import FlatBatch, PackedBatch, flatten_trees, pack_trees
 
 
@@ -33,22 +32,17 @@ from ..tree import FlatBatch, PackedBatch, flatten_trees, pack_trees
 class MicroBatch:
     """One forward/backward. ``n`` = trainable tokens; every loss tensor is [n] (float32 unless noted)."""
 
-    input_ids: torch.Tensor  # [B, L] int64 (flat: a row per leaf; packed: a row per tree)
-    position_ids: torch.Tensor  # [B, L] int64
-    attention_mask: torch.Tensor | None  # flat: [B, L] int64; packed: None (built from span_end on the device)
-    span_end: torch.Tensor | None  # packed: [B, L] int64, in row b key k is visible from q iff k <= q < span_end[b, k]
+    input_ids: torch.Tensor  # [B, L] int64 (flat: a row per leaf; packed: a row per tree or part of one)
+    position_ids: torch.Tensor  # [B, L] int64, the token's depth on its path
+    span_end: torch.Tensor  # [B, L] int64, in row b key k is visible from q iff k <= q < span_end[b, k]
     src: torch.Tensor  # [n] int64, index into the flattened hidden states [B*L, H]
     targets: torch.Tensor  # [n] int64
-    terms: dict[str, torch.Tensor]  # flat: advantages, seq_index (int64); packed: adv_pos, adv_neg, weight, ...
+    terms: TokenTerms  # [n] each: the mini-batch's aggregation weights and advantages, summed over copies
     sampler_logprobs: torch.Tensor  # [n] the sampler's log-probs (NaN where none was recorded)
-    scale: float = 1.0  # flat: this micro-batch's share of the mini-batch normaliser
+    seq_index: torch.Tensor | None = None  # [n] int64 sequence (flat row) of each token; None when packed
     tokens: int = 0  # token slots forwarded (padding included)
     old_logprobs: torch.Tensor | None = None  # [n], set before the first epoch
     ref_logprobs: torch.Tensor | None = None  # [n], set when algo.kl_coef > 0
-
-    @property
-    def packed(self) -> bool:
-        return self.span_end is not None
 
     @property
     def num_loss_tokens(self) -> int:
@@ -62,16 +56,14 @@ class MicroBatch:
 
 def zero_weight_copy(mb: MicroBatch) -> MicroBatch:
     """The same forward with no weight in the loss (pads a rank's micro-batch count under ZeRO-2/3)."""
-    if not mb.packed:
-        return dataclasses.replace(mb, scale=0.0)
-    return dataclasses.replace(mb, terms={k: torch.zeros_like(v) for k, v in mb.terms.items()})
+    return dataclasses.replace(mb, terms=TokenTerms(*map(torch.zeros_like, mb.terms)))
 
 
 def _move(value, device):
     if isinstance(value, torch.Tensor):
         return value.to(device)
-    if isinstance(value, dict):
-        return {k: v.to(device) for k, v in value.items()}
+    if isinstance(value, TokenTerms):
+        return TokenTerms(*(v.to(device) for v in value))
     return value
 
 
@@ -82,38 +74,36 @@ def _t(a: np.ndarray) -> torch.Tensor:
 # ---- flat ---------------------------------------------------------------------------------------------------
 def flat_micro_batches(trees: Sequence, leaf_advantages: Sequence, *, credit: str, agg: str, max_tokens: int,
                        pad_id: int) -> list[MicroBatch]:
-    """The mini-batch ``trees`` as flat micro-batches of at most ``max_tokens`` padded token slots each."""
-    fb = flatten_trees(trees, leaf_advantages, credit, pad_id)
-    lengths = fb.attention_mask.sum(1)
-    loss_tokens = fb.loss_mask.sum(1)
-    norm = float(loss_tokens.sum()) if agg == "token-mean" else float((loss_tokens > 0).sum())
-    groups = _length_groups(lengths, max_tokens)
-    return [_flat_micro(fb, np.array(g), int(lengths[g[0]]), agg, norm) for g in groups]
+    """The mini-batch ``trees`` with one row per root-to-leaf path, in micro-batches of at most ``max_tokens``
+    padded token slots each."""
+    pb = _unshared(flatten_trees(trees, leaf_advantages, credit, pad_id), agg)
+    rows = [_tree_rows(pb, int(pb.tree_offsets[i]), int(pb.tree_offsets[i + 1]), None)[0]
+            for i in range(len(pb.tree_offsets) - 1)]
+    for i, r in enumerate(rows):
+        r.seq = i
+    groups = _length_groups(np.array([len(r.index) for r in rows], dtype=np.int64), max_tokens)
+    return [_packed_micro(pb, [rows[i] for i in g]) for g in groups]
 
 
-def _flat_micro(fb: FlatBatch, rows: np.ndarray, width: int, agg: str, norm: float) -> MicroBatch:
-    ids = fb.input_ids[rows, :width]
-    mask = fb.loss_mask[rows, :width]
-    r_idx, c_idx = np.nonzero(mask)  # c_idx >= 1: the prompt (position 0) is never trainable
-    own = float(mask.sum()) if agg == "token-mean" else float(mask.any(1).sum())
-    return MicroBatch(
-        input_ids=_t(ids),
-        position_ids=_t(fb.position_ids[rows, :width]),
-        attention_mask=_t(fb.attention_mask[rows, :width]),
-        span_end=None,
-        src=_t(r_idx * width + c_idx - 1),
-        targets=_t(ids[r_idx, c_idx]),
-        terms={"advantages": _t(fb.advantages[rows, :width][r_idx, c_idx]), "seq_index": _t(r_idx.astype(np.int64))},
-        sampler_logprobs=_t(fb.old_logprobs[rows, :width][r_idx, c_idx]),
-        scale=own / norm if norm > 0 else 0.0,
-        tokens=int(ids.size),
-    )
+def _unshared(fb: FlatBatch, agg: str) -> PackedBatch:
+    """The flat batch as a PackedBatch in which every path is a tree of its own (a chain: each token sees the
+    tokens before it in its row), with the aggregation weights of ``agg`` over all rows."""
+    real = fb.attention_mask.astype(bool)  # [R, L], each row's tokens then its padding
+    lengths = real.sum(1)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    prev = np.arange(offsets[-1], dtype=np.int64) - 1
+    prev[offsets[:-1][lengths > 0]] = -1
+    w = flat_weights(torch.from_numpy(fb.loss_mask), agg)  # [R, L] float64, 0 off the loss mask
+    terms = flat_terms(torch.from_numpy(fb.advantages).double(), w)
+    f32 = {name: v.float().numpy()[real] for name, v in zip(TokenTerms._fields, terms)}
+    return PackedBatch(input_ids=fb.input_ids[real], position_ids=fb.position_ids[real], prev_index=prev,
+                       span_end=np.repeat(offsets[1:], lengths), loss_mask=fb.loss_mask[real],
+                       loss_weight=f32["weight"], weight_pos=f32["weight_pos"], weight_neg=f32["weight_neg"],
+                       adv_pos=f32["adv_pos"], adv_neg=f32["adv_neg"], old_logprobs=fb.old_logprobs[real],
+                       tree_offsets=offsets)
 
 
 # ---- packed -------------------------------------------------------------------------------------------------
-PACKED_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")
-
-
 ROW_PATHS = 2  # bounded packed rows hold about this many longest paths' worth of tokens
 
 
@@ -144,6 +134,7 @@ class _Row:
     prev: np.ndarray  # [n] row-local index of the token each is predicted from (-1: none)
     span_end: np.ndarray  # [n] row-local span_end
     loss: np.ndarray  # row-local positions whose loss terms this row carries
+    seq: int = -1  # flat: the row's sequence id (its path); -1 when packed
 
 
 def _tree_rows(pb: PackedBatch, a: int, b: int, row_tokens: int | None) -> list[_Row]:
@@ -216,17 +207,21 @@ def _packed_micro(pb: PackedBatch, rows: list[_Row]) -> MicroBatch:
         n = len(r.index)
         ids[i, :n], pos[i, :n], span[i, :n] = pb.input_ids[r.index], pb.position_ids[r.index], r.span_end
     sel = np.concatenate([r.index[r.loss] for r in rows])  # PackedBatch indices of the loss tokens
+    seq = None if rows[0].seq < 0 else _t(np.concatenate([np.full(len(r.loss), r.seq, np.int64) for r in rows]))
     return MicroBatch(
         input_ids=_t(ids),
         position_ids=_t(pos),
-        attention_mask=None,
         span_end=_t(span),
         src=_t(np.concatenate([i * width + r.prev[r.loss] for i, r in enumerate(rows)])),
         targets=_t(pb.input_ids[sel]),
-        terms={name: _t(getattr(pb, name)[sel]) for name in PACKED_TERMS},
+        terms=TokenTerms(*(_t(getattr(pb, name)[sel]) for name in _PB_TERMS)),
         sampler_logprobs=_t(pb.old_logprobs[sel]),
+        seq_index=seq,
         tokens=int(ids.size),
     )
+
+
+_PB_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")  # PackedBatch names, TokenTerms order
 
 
 def micro_batches(trees: Sequence, leaf_advantages: Sequence, *, update: str, credit: str, agg: str,

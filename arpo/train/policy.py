@@ -6,7 +6,8 @@ Being one ``nn.Module`` whose forward touches every parameter (the LM-head weigh
 needs: under ZeRO-3 the head weight, read directly rather than through the head's forward, is registered as
 an external parameter of this module so that it is gathered for the forward.
 
-Packed micro-batches (one row per tree) attend to ancestors only (``span_end``): a dense 4D mask
+Every micro-batch's rows (a path each when flat, a tree or part of one when packed) attend to ancestors only
+(``span_end``): a dense 4D mask
 ``[B, 1, T, T]`` for SDPA (bool) or eager attention (additive); a flex-attention ``BlockMask`` when the model
 was loaded with ``attn_implementation="flex_attention"`` (CUDA: torch 2.13 has no flex backward on CPU).
 A packed forward must never go without its 4D mask: with tree position ids and no mask, transformers would
@@ -71,8 +72,7 @@ class PolicyLogprobs(nn.Module):
         self.backend = backend
 
     def forward(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        mask = mb.attention_mask if not mb.packed else self._packed_mask(mb.span_end)
-        hidden, weight = lm_head_inputs(self.model, input_ids=mb.input_ids, attention_mask=mask,
+        hidden, weight = lm_head_inputs(self.model, input_ids=mb.input_ids, attention_mask=self._mask(mb.span_end),
                                         position_ids=mb.position_ids, use_cache=False)
         h = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.src)  # [n, H]
         if weight.dtype != h.dtype:  # bf16 autocast: fp32 master weight, bf16 activations
@@ -84,7 +84,7 @@ class PolicyLogprobs(nn.Module):
         """True when packed masks are flex-attention BlockMasks (then whole trees make the best rows)."""
         return getattr(self.model.config, "_attn_implementation", None) == "flex_attention"
 
-    def _packed_mask(self, span_end: torch.Tensor):
+    def _mask(self, span_end: torch.Tensor):
         impl = getattr(self.model.config, "_attn_implementation", None)
         return packed_attention_mask(span_end, impl, next(self.model.parameters()).dtype)
 

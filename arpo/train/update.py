@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from arpo_kernels import policy_loss, policy_loss_packed
+from arpo_kernels import TokenTerms
 
+from ..algos.losses import LossInputs, get_loss
 from ..config import AlgoConfig
 from .microbatch import MicroBatch
 
@@ -27,22 +28,15 @@ MEAN_METRICS = ("clip_frac_high", "clip_frac_low", "dual_clip_frac", "approx_kl"
 
 def micro_batch_loss(mb: MicroBatch, logprobs: torch.Tensor, entropy: torch.Tensor, algo: AlgoConfig,
                      backend: str = "auto") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """This micro-batch's term of the mini-batch loss (the terms add up to it) and its metrics."""
-    common = dict(clip_low=algo.clip_low, clip_high=algo.clip_high, dual_clip=algo.dual_clip,
-                  ref_logprobs=_like(mb.ref_logprobs, logprobs), kl_coef=algo.kl_coef, kl_type=algo.kl_type,
-                  entropy=entropy if algo.entropy_coef else entropy.detach(), entropy_coef=algo.entropy_coef,
-                  backend=backend)
+    """This micro-batch's term of the mini-batch loss (the terms add up to it) and its metrics, by the loss
+    variant ``algo.loss`` (arpo.algos.losses)."""
     old = _like(mb.old_logprobs, logprobs)
     if old is None:
         raise RuntimeError("micro-batch has no old_logprobs: call attach_old_logprobs first")
-    if mb.packed:
-        t = {k: _like(v, logprobs) for k, v in mb.terms.items()}
-        return policy_loss_packed(logprobs, old, t["adv_pos"], t["adv_neg"], t["loss_weight"],
-                                  weight_pos=t["weight_pos"], weight_neg=t["weight_neg"], **common)
-    mask = torch.ones_like(logprobs, dtype=torch.bool)
-    loss, metrics = policy_loss(logprobs, old, _like(mb.terms["advantages"], logprobs), mask, agg=algo.agg,
-                                seq_index=mb.terms["seq_index"], **common)
-    return loss * mb.scale, metrics
+    x = LossInputs(logprobs, entropy if algo.entropy_coef else entropy.detach(), old,
+                   _like(mb.ref_logprobs, logprobs), TokenTerms(*(_like(v, logprobs) for v in mb.terms)),
+                   None if mb.seq_index is None else mb.seq_index.to(logprobs.device), backend)
+    return get_loss(algo.loss)(x, algo)
 
 
 def _like(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
@@ -105,10 +99,8 @@ class MetricSums:
 
 
 def micro_shares(mini: Sequence[MicroBatch]) -> list[float]:
-    """Each micro-batch's share of its mini-batch (flat: its normaliser share; packed: its loss weight)."""
-    if not mini or not mini[0].packed:
-        return [mb.scale for mb in mini]
-    weights = [float(mb.terms["loss_weight"].sum()) for mb in mini]
+    """Each micro-batch's share of its mini-batch (its part of the loss weight): the weights of its metrics."""
+    weights = [float(mb.terms.weight.sum()) for mb in mini]
     total = sum(weights)
     return [w / total if total > 0 else 0.0 for w in weights]
 

@@ -185,7 +185,7 @@ def test_packed_rows_match_flat_hidden_states(impl):
     # copy-weighted sum of packed log-probs must equal the plain sum of the flat ones
     n_flat = lp_f.numel()
     assert n_flat > lp_p.numel()
-    copies = pmb.terms["loss_weight"].double() * n_flat
+    copies = pmb.terms.weight.double() * n_flat
     torch.testing.assert_close(copies, copies.round(), atol=1e-4, rtol=0)
     torch.testing.assert_close((lp_p.double() * copies.round()).sum(), lp_f.double().sum(), rtol=1e-6, atol=1e-4)
     # and every distinct value agrees: sorted unique packed values vs flat values matched to the nearest
@@ -213,3 +213,24 @@ def test_flex_block_mask_matches_dense_mask(monkeypatch):
         want, _ = PolicyLogprobs(dense)(mb)
         got, _ = PolicyLogprobs(flex)(mb)
     torch.testing.assert_close(got, want, rtol=0, atol=5e-5)  # fp32; different attention kernels
+
+
+def test_flat_rows_match_the_plain_causal_forward():
+    """A flat micro-batch (each path a row under the ancestor mask, rows padded) gives every trainable token the
+    log-prob of the model's own causal forward of that path alone, without any mask."""
+    model = load_causal_lm(str(DEMO), attn_implementation="sdpa")
+    trees = _trees(model, seed=5, n=2)
+    (fmb,) = micro_batches(trees, _adv(trees), update="flat", credit="soft", agg="token-mean", max_tokens=100_000,
+                           pad_id=0)
+    policy = PolicyLogprobs(model, backend="torch")
+    with torch.no_grad():
+        lp, _ = policy(fmb)
+        width = fmb.input_ids.shape[1]
+        expected = []
+        for b in range(fmb.input_ids.shape[0]):
+            rows = (fmb.src // width) == b
+            n = int((fmb.span_end[b] == fmb.span_end[b, 0]).sum())  # the path's length (padding after it)
+            logits = model(input_ids=fmb.input_ids[b:b + 1, :n]).logits[0].double().log_softmax(-1)
+            pos = fmb.src[rows] % width
+            expected.append(logits[pos, fmb.targets[rows]])
+    torch.testing.assert_close(lp.double(), torch.cat(expected), rtol=0, atol=1e-5)

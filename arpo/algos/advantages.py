@@ -21,16 +21,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from . import lookup, new_name
+
 Estimator = Callable[..., list[np.ndarray]]  # (rewards: list[np.ndarray], *, eps: float) -> list[np.ndarray]
 ESTIMATORS: dict[str, Estimator] = {}
 
 
 def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
     """Decorator: register ``fn(rewards, *, eps)`` under ``name``; returns it wrapped in the input/output checks."""
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"an estimator name must be a non-empty string, got {name!r}")
-    if name in ESTIMATORS:
-        raise ValueError(f"advantage estimator {name!r} is already registered")
+    new_name(ESTIMATORS, name, "advantage estimator")
 
     def decorate(fn: Estimator) -> Estimator:
         @functools.wraps(fn)
@@ -46,9 +45,7 @@ def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
 
 def get_estimator(name: str) -> Estimator:
     """The registered estimator ``name`` (a ValueError lists the registered names)."""
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}: expected one of {', '.join(map(repr, ESTIMATORS))}")
-    return ESTIMATORS[name]
+    return lookup(ESTIMATORS, name, "advantage estimator")
 
 
 # ---- the estimators -----------------------------------------------------------------------------------------

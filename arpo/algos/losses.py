@@ -23,6 +23,8 @@ from arpo_kernels import PolicyLossParams, TokenTerms, policy_loss_packed
 from arpo_kernels.reference import kl_reference
 from arpo_kernels.spec import LOG_RATIO_CLAMP
 
+from . import lookup, new_name
+
 
 @dataclasses.dataclass
 class LossInputs:
@@ -45,8 +47,7 @@ PACKED_EXACT: set[str] = set()  # variants whose packed form equals the flat one
 
 def register_loss(name: str, *, packed: bool = True) -> Callable[[LossFn], LossFn]:
     """Decorator: register a loss variant under ``name`` (``packed``: its packed form is exact)."""
-    if not isinstance(name, str) or not name or name in LOSSES:
-        raise ValueError(f"a loss variant needs a new non-empty name, got {name!r}")
+    new_name(LOSSES, name, "loss variant")
 
     def decorate(fn: LossFn) -> LossFn:
         LOSSES[name] = fn
@@ -58,9 +59,8 @@ def register_loss(name: str, *, packed: bool = True) -> Callable[[LossFn], LossF
 
 
 def get_loss(name: str) -> LossFn:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss variant {name!r}: expected one of {', '.join(map(repr, LOSSES))}")
-    return LOSSES[name]
+    """The registered loss variant ``name`` (a ValueError lists the registered names)."""
+    return lookup(LOSSES, name, "loss variant")
 
 
 def _params(algo) -> PolicyLossParams:

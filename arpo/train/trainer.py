@@ -238,10 +238,9 @@ class Trainer:
         """Leaf rewards into the trees. ``zero_adv_groups``: the fraction of prompts whose M rewards are all
         equal (their group-normalised advantages are 0: no learning signal)."""
         rewards, flat_groups = [], 0
-        for p, r in zip(prompts, rollouts):
-            fn = rewards_mod.get_reward_fn(self.cfg.data.reward, p.example.data_source,
-                                           random_p=self.cfg.data.random_reward_p, seed=self.cfg.train.seed)
-            group = [float(fn(leaf.text, p.example.ground_truth)) for leaf in r.leaves]
+        groups = rewards_mod.score_rollouts(self.cfg.data.reward, [p.example for p in prompts], rollouts,
+                                            random_p=self.cfg.data.random_reward_p, seed=self.cfg.train.seed)
+        for r, group in zip(rollouts, groups):
             for leaf, value in zip(r.leaves, group):
                 r.tree.set_reward(leaf.node, value)
             rewards += group

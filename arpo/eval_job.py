@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from .config import ARPOConfig
+from .envs.datasets import load_prompts
 from .evaluate import evaluate
 from .models import load_causal_lm, load_tokenizer, pick_device
-from .train.data import load_prompts
 
 
 def eval_config(cfg: ARPOConfig, tasks: list[str], reward: str | None = None) -> ARPOConfig:

@@ -42,7 +42,8 @@ def eval_rollout_config(cfg: RolloutConfig, n: int, greedy: bool) -> RolloutConf
 def evaluate(engine, toolbox, tokenizer, prompts: Sequence, rollout: RolloutConfig, reward: str, *, n: int = 1,
              greedy: bool = True, seed: int = 0,
              progress: Callable[[int], None] | None = None) -> tuple[dict, list[dict]]:
-    """Evaluate ``prompts`` (``train.data.Prompt``s). ``progress(k)`` is called after each chunk of k prompts."""
+    """Evaluate ``prompts`` (``arpo.envs.datasets.Prompt``s). ``progress(k)`` is called after each chunk of k
+    prompts."""
     start = time.perf_counter()
     sampler = Sampler(engine, toolbox, tokenizer, eval_rollout_config(rollout, n, greedy), seed=seed)
     records: list[dict] = []
@@ -61,8 +62,8 @@ def _record(example, rollout: Rollout, rewards: list[float]) -> dict:
     samples = []
     for leaf, reward in zip(rollout.leaves, rewards):
         tokens = sum(len(tree.tokens(v)) for v in tree.path(leaf.node)[1:])
-        samples.append({"text": leaf.text, "reward": reward, "finish": leaf.finish, "tool_calls": leaf.tool_calls,
-                        "response_tokens": tokens})
+        samples.append({"text": leaf.text, "reward": reward, "finish": leaf.finish,
+                        "tool_calls": leaf.tool_calls, "response_tokens": tokens})
     return {"uid": example.uid, "data_source": example.data_source, "question": example.question,
             "ground_truth": list(example.ground_truth), "tool_executions": rollout.tool_executions,
             "samples": samples}

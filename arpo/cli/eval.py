@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ARPOConfig
-from .envs.datasets import load_prompts
-from .evaluate import evaluate
-from .models import load_causal_lm, load_tokenizer, pick_device
+from ..config import ARPOConfig
+from ..envs.datasets import load_prompts
+from ..evaluate import evaluate
+from ..models import load_causal_lm, load_tokenizer, pick_device
 
 
 def eval_config(cfg: ARPOConfig, tasks: list[str], reward: str | None = None) -> ARPOConfig:
@@ -46,8 +46,8 @@ def eval_records(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: f
     summary and the per-question records (see ``arpo.evaluate``) and writes them to ``out_dir`` when given."""
     from tqdm import tqdm
 
-    from .engines.hf import HFEngine
-    from .tools.toolbox import make_toolbox
+    from ..engines.hf import HFEngine
+    from ..tools.toolbox import make_toolbox
 
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .config import RolloutConfig
-from .envs.rewards import get_reward_fn
+from .envs.rewards import score_rollouts
 from .rollout.sampler import Rollout, Sampler
 
 EVAL_CHUNK = 32  # prompts per sampler call (bounds the engine's KV memory)
@@ -42,26 +42,28 @@ def eval_rollout_config(cfg: RolloutConfig, n: int, greedy: bool) -> RolloutConf
 def evaluate(engine, toolbox, tokenizer, prompts: Sequence, rollout: RolloutConfig, reward: str, *, n: int = 1,
              greedy: bool = True, seed: int = 0,
              progress: Callable[[int], None] | None = None) -> tuple[dict, list[dict]]:
-    """Evaluate ``prompts`` (``train.data.Prompt``s). ``progress(k)`` is called after each chunk of k prompts."""
+    """Evaluate ``prompts`` (``arpo.envs.datasets.Prompt``s). ``progress(k)`` is called after each chunk of k
+    prompts."""
     start = time.perf_counter()
     sampler = Sampler(engine, toolbox, tokenizer, eval_rollout_config(rollout, n, greedy), seed=seed)
     records: list[dict] = []
     for c in range(0, len(prompts), EVAL_CHUNK):
         chunk = prompts[c:c + EVAL_CHUNK]
-        for p, r in zip(chunk, sampler.rollout([list(p.ids) for p in chunk])):
-            records.append(_record(p.example, r, get_reward_fn(reward, p.example.data_source)))
+        rollouts = sampler.rollout([list(p.ids) for p in chunk])
+        scores = score_rollouts(reward, [p.example for p in chunk], rollouts)
+        records += [_record(p.example, r, s) for p, r, s in zip(chunk, rollouts, scores)]
         if progress is not None:
             progress(len(chunk))
     return summarize(records, time.perf_counter() - start), records
 
 
-def _record(example, rollout: Rollout, reward_fn) -> dict:
+def _record(example, rollout: Rollout, rewards: list[float]) -> dict:
     tree = rollout.tree
     samples = []
-    for leaf in rollout.leaves:
+    for leaf, reward in zip(rollout.leaves, rewards):
         tokens = sum(len(tree.tokens(v)) for v in tree.path(leaf.node)[1:])
-        samples.append({"text": leaf.text, "reward": float(reward_fn(leaf.text, example.ground_truth)),
-                        "finish": leaf.finish, "tool_calls": leaf.tool_calls, "response_tokens": tokens})
+        samples.append({"text": leaf.text, "reward": reward, "finish": leaf.finish,
+                        "tool_calls": leaf.tool_calls, "response_tokens": tokens})
     return {"uid": example.uid, "data_source": example.data_source, "question": example.question,
             "ground_truth": list(example.ground_truth), "tool_executions": rollout.tool_executions,
             "samples": samples}

@@ -28,11 +28,12 @@ from arpo.engines.hf import HFEngine
 from arpo.envs.datasets import build_prompt
 from arpo.envs.rewards import get_reward_fn
 from arpo.envs.tasks import load_task
+from arpo.models import load_causal_lm
 from arpo.rollout.sampler import Sampler
 from arpo.tools.toolbox import make_toolbox
 from arpo.train.microbatch import micro_batches
 from arpo.train.optim import TorchBackend
-from arpo.train.policy import PolicyLogprobs, load_causal_lm
+from arpo.train.policy import PolicyLogprobs
 from arpo.train.update import attach_old_logprobs, ppo_update
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo-agent"

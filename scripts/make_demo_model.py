@@ -41,7 +41,7 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from arpo.config import RolloutConfig
 from arpo.engines.hf import HFEngine
-from arpo.envs.datasets import build_prompt
+from arpo.envs.datasets import Prompt, build_prompt
 from arpo.envs.prompts import system_prompt
 from arpo.envs.tasks import kbqa_corpus, kbqa_index, load_task
 from arpo.evaluate import evaluate as evaluate_prompts
@@ -49,7 +49,6 @@ from arpo.tools.parser import encode_result
 from arpo.tools.python_sandbox import PythonSandbox
 from arpo.tools.search import SearchIndex
 from arpo.tools.toolbox import ToolBox
-from arpo.train.data import Prompt
 
 TOOLS = ("python", "search")
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

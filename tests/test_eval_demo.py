@@ -92,7 +92,7 @@ def _demo_cfg(tmp_path, *extra):
 
 
 def test_demo_job_writes_report(tmp_path, capsys):
-    from arpo.demo import run_demo
+    from arpo.cli.demo import run_demo
 
     cfg = _demo_cfg(tmp_path)
     (tmp_path / "demo").mkdir()
@@ -113,7 +113,7 @@ def test_demo_report_says_where_a_signal_stopped_training(tmp_path, monkeypatch)
     import os
     import signal
 
-    from arpo import demo
+    from arpo.cli import demo
     from arpo.train.trainer import Trainer
 
     step = Trainer.step
@@ -132,7 +132,7 @@ def test_demo_report_says_where_a_signal_stopped_training(tmp_path, monkeypatch)
 
 
 def test_paired_change_and_its_standard_error():
-    from arpo.demo import paired_change
+    from arpo.cli.demo import paired_change
 
     def recs(correct):  # one record per question, samples with reward 1 or 0
         return [{"uid": f"q{i}", "data_source": "t", "samples": [{"reward": float(c)} for c in cs]}
@@ -154,7 +154,7 @@ def _tiny(*extra):
 
 
 def test_compare_trains_every_arm_and_resumes(tmp_path, monkeypatch):
-    from arpo import compare
+    from arpo.cli import compare
 
     cfg = _tiny()
     results = compare.run_compare(cfg, [0], tmp_path, control=True, samples=2, limit=2)
@@ -188,7 +188,7 @@ def test_compare_report_says_where_a_signal_stopped_it(tmp_path, monkeypatch):
     import os
     import signal
 
-    from arpo import compare
+    from arpo.cli import compare
     from arpo.train.trainer import Trainer
 
     step = Trainer.step
@@ -208,7 +208,7 @@ def test_compare_report_says_where_a_signal_stopped_it(tmp_path, monkeypatch):
 
 
 def test_random_p_and_arms_are_checked():
-    from arpo import compare
+    from arpo.cli import compare
 
     with pytest.raises(ValueError, match="unknown arm"):
         compare.run_compare(_tiny(), [0], "/nonexistent", arms=("ppo",))
@@ -217,7 +217,7 @@ def test_random_p_and_arms_are_checked():
 
 
 def test_mean_se():
-    from arpo.compare import mean_se
+    from arpo.cli.compare import mean_se
 
     assert mean_se([1.0, 2.0, 3.0]) == pytest.approx((2.0, 1.0 / 3**0.5))
     assert mean_se([0.5]) == (0.5, 0.0)

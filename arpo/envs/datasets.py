@@ -1,4 +1,5 @@
-"""Dataset files -> ``Example`` records, and an example -> prompt token ids.
+"""Dataset files -> ``Example`` records, an example -> prompt token ids, and a run's tokenised prompts
+(``load_prompts``: training and evaluation both load theirs here).
 
 Accepted rows (a ``.parquet`` file holds ARPO/verl rows; a ``.jsonl`` file, UTF-8 with or without a byte-order
 mark, holds either kind, one JSON object per line, blank lines skipped):
@@ -20,16 +21,20 @@ with the same numbers. A file without rows is an error too (there would be nothi
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from arpo.config import DATA_SUFFIXES, EMBEDDED_TASKS
+from tqdm import tqdm
+
+from arpo.config import DATA_SUFFIXES, EMBEDDED_TASKS, ARPOConfig
 from arpo.envs.example import Example
 from arpo.envs.prompts import system_prompt
 
-__all__ = ["DatasetError", "build_prompt", "load_dataset", "load_jsonl", "load_parquet"]
+__all__ = ["DatasetError", "Prompt", "build_prompt", "load_dataset", "load_jsonl", "load_parquet",
+           "load_prompts"]
 
 
 class DatasetError(ValueError):
@@ -210,7 +215,7 @@ def load_dataset(entry: str, split: str, seed: int = 0) -> list[Example]:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Prompts.
+# Prompts: one example's (build_prompt), a run's (load_prompts).
 
 
 def build_prompt(
@@ -237,3 +242,26 @@ def build_prompt(
         raise DatasetError(f"example {example.uid}: prompt is {len(ids)} tokens, more than "
                            f"data.max_prompt_tokens = {max_prompt_tokens}")
     return ids
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    """An example and its prompt token ids (``build_prompt``)."""
+
+    example: Example
+    ids: tuple[int, ...]
+
+
+def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, limit: int = 0,
+                 no_bar: bool | None = None) -> list[Prompt]:
+    """The prompts of ``data.train`` (split "train") or ``data.test`` (split "test"); with ``limit`` > 0 at
+    most that many per entry (the first ones). ``no_bar`` is tqdm's ``disable`` (None: a bar only on a
+    terminal)."""
+    entries = cfg.data.train if split == "train" else cfg.data.test
+    examples: list[Example] = []
+    for entry in entries:
+        rows = load_dataset(entry, split)  # the tasks' canonical data: train.seed never changes the questions
+        examples += rows[:limit] if limit > 0 else rows
+    bar = tqdm(examples, desc=f"tokenising {split} prompts", unit="prompt", disable=no_bar, leave=False)
+    return [Prompt(ex, tuple(build_prompt(tokenizer, ex, cfg.tools.enabled, cfg.data.system_prompt,
+                                          cfg.data.max_prompt_tokens))) for ex in bar]

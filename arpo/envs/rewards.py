@@ -34,7 +34,8 @@ once, or else the first call (again if every replacement has failed to start). M
 polynomials that need ``simplify``. Workers are killed when the parent exits.
 
 ``get_reward_fn`` resolves a ``data.reward`` name, including ``auto`` (per data_source) and custom
-``'package.module:function'`` rewards, whose return values are checked.
+``'package.module:function'`` rewards, whose return values are checked. ``score_rollouts`` scores the leaves
+of rollouts with it: the one scoring path of training and evaluation.
 """
 from __future__ import annotations
 
@@ -514,6 +515,19 @@ def get_reward_fn(name: str, data_source: str | None = None, *, random_p: float 
         return _checked(_import_reward(name), name)
     raise RewardError(f"unknown reward {name!r}; expected one of {', '.join(REWARD_FNS)} "
                       "or an import path 'package.module:function'")
+
+
+def score_rollouts(name: str, examples: Sequence, rollouts: Sequence, *, random_p: float = 0.5,
+                   seed: int = 0) -> list[list[float]]:
+    """The reward of every leaf of every rollout: ``out[i][j]`` scores leaf j of ``rollouts[i]`` (the sampler's
+    ``Rollout``: its ``leaves`` have a ``text``) against ``examples[i]`` (an ``Example``: its ``ground_truth``,
+    and its ``data_source`` for ``auto``), with the reward ``name`` (``random_p``, ``seed``: see
+    ``get_reward_fn``)."""
+    out = []
+    for example, rollout in zip(examples, rollouts):
+        fn = get_reward_fn(name, example.data_source, random_p=random_p, seed=seed)
+        out.append([float(fn(leaf.text, example.ground_truth)) for leaf in rollout.leaves])
+    return out
 
 
 def _import_reward(path: str) -> Callable:

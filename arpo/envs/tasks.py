@@ -7,8 +7,9 @@ the expression in ``<python>`` and copying the printed number into ``<answer>``.
 born?"). The base has one passage per company (who founded it, when) and one per person (birth city and year,
 job); company names share words and people share first or last names, so a search returns distractors. A
 question names only the company: answering needs one ``<search>`` for the company (to learn the founder) and a
-second for the founder. The passages are the search corpus (``kbqa_corpus``; ``kbqa_index`` builds its FTS5
-index once in a cache directory).
+second for the founder. The base is the search tool's (``arpo.tools.knowledge_base``, below the tasks): its
+passages are the search corpus (``kbqa_corpus``; ``kbqa_index`` builds its FTS5 index once in a cache
+directory), and this module asks questions about it.
 
 Splits, and who sees which (no question is in two splits; a test checks it):
 - ``sft``: the demo agent's supervised warm start (``scripts/make_demo_model.py``) and nothing else;
@@ -25,13 +26,10 @@ stable across platforms and Python 3 versions.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
-import os
 import random
 from collections.abc import Callable
-from pathlib import Path
 
+from ..tools.knowledge_base import kbqa_corpus, kbqa_index, kbqa_world  # the first two: re-exported
 from .example import Example
 
 SPLITS = ("sft", "train", "validation", "test")
@@ -101,63 +99,16 @@ def _arith_stream(split: str, seed: int, seen: set[str]) -> list[Example]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# kbqa
-_ONSETS = ["b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "kr", "st", "th"]
-_VOWELS = ["a", "e", "i", "o", "u", "ai", "or", "en"]
-_SUFFIXES = ["Labs", "Foods", "Motors", "Systems", "Books", "Games", "Studios", "Textiles"]
-_JOBS = ["baker", "pilot", "chemist", "painter", "teacher", "farmer", "engineer", "doctor", "sailor", "writer",
-         "architect", "musician"]
+# kbqa: questions about the knowledge base of arpo.tools.knowledge_base
 _QUESTIONS = {
     "city": "In which city was the founder of {company} born?",
     "job": "What is the job of the founder of {company}?",
     "born": "In which year was the founder of {company} born?",
 }
-_WORLD_COMPANIES = 1600
-
-
-def _name(rng: random.Random, syllables: int) -> str:
-    return "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syllables)).capitalize()
-
-
-def _unique_names(rng: random.Random, count: int, syllables: tuple[int, int]) -> list[str]:
-    names: list[str] = []
-    seen: set[str] = set()
-    while len(names) < count:
-        n = _name(rng, rng.randint(*syllables))
-        if n not in seen:
-            seen.add(n)
-            names.append(n)
-    return names
-
-
-def _world(seed: int) -> list[dict]:
-    """[_WORLD_COMPANIES] records: company, founder, founded, city, born, job. Names are unique."""
-    rng = random.Random(f"kbqa-world:{seed}")
-    firsts, lasts = _unique_names(rng, 120, (2, 2)), _unique_names(rng, 200, (2, 3))
-    cities = _unique_names(rng, 60, (2, 3))
-    stems = _unique_names(rng, 500, (2, 2))
-    people = rng.sample([f"{f} {s}" for f in firsts for s in lasts], _WORLD_COMPANIES)
-    companies = rng.sample([f"{s} {x}" for s in stems for x in _SUFFIXES], _WORLD_COMPANIES)
-    return [
-        {"company": c, "founder": p, "founded": rng.randint(1950, 2020), "city": rng.choice(cities),
-         "born": rng.randint(1900, 1990), "job": rng.choice(_JOBS)}
-        for c, p in zip(companies, people)
-    ]
-
-
-def kbqa_corpus(seed: int = 0) -> list[dict]:
-    """The search corpus of ``kbqa``: ``{"id", "title", "text"}`` passages, one per company and per person."""
-    docs = []
-    for i, w in enumerate(_world(seed)):
-        docs.append({"id": f"c{i}", "title": w["company"],
-                     "text": f"{w['company']} was founded by {w['founder']} in {w['founded']}."})
-        docs.append({"id": f"p{i}", "title": w["founder"],
-                     "text": f"{w['founder']} was born in {w['city']} in {w['born']} and works as a {w['job']}."})
-    return docs
 
 
 def _kbqa(split: str, seed: int) -> list[Example]:
-    world = _world(seed)
+    world = kbqa_world(seed)
     bounds = _KBQA_COMPANIES[split]
     rng = random.Random(f"kbqa:{split}:{seed}")
     pairs = [(w, kind) for w in world[slice(*bounds)] for kind in _QUESTIONS]
@@ -167,31 +118,6 @@ def _kbqa(split: str, seed: int) -> list[Example]:
                  hops=[w["company"], w["founder"]])
         for i, (w, kind) in enumerate(pairs[: SPLIT_SIZES["kbqa"][split]])
     ]
-
-
-def cache_dir() -> Path:
-    """Where generated artefacts (the kbqa index) live: $ARPO_CACHE, else ~/.cache/arpo."""
-    return Path(os.environ.get("ARPO_CACHE") or Path.home() / ".cache" / "arpo")
-
-
-def kbqa_index(seed: int = 0, directory: Path | None = None) -> Path:
-    """Path of the FTS5 index of ``kbqa_corpus(seed)``, built on first use (atomically) and reused after."""
-    from ..tools.search import build_index
-
-    docs = kbqa_corpus(seed)
-    blob = "\n".join(json.dumps(d, sort_keys=True) for d in docs)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    directory = Path(directory or cache_dir())
-    index = directory / f"kbqa-{seed}-{digest}.db"
-    if not index.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        corpus = directory / f"kbqa-{seed}-{digest}.{os.getpid()}.jsonl"
-        corpus.write_text(blob + "\n")
-        try:
-            build_index(corpus, index, progress=False)
-        finally:
-            corpus.unlink(missing_ok=True)
-    return index
 
 
 TASKS: dict[str, Callable[[str, int], list[Example]]] = {"arith": _arith, "kbqa": _kbqa}

@@ -103,7 +103,7 @@ def make_toolbox(cfg, max_calls: int, default_index: Path | None = None) -> Tool
         from .search import make_search_tool
 
         if default_index is None and cfg.search_index is None and cfg.search_url is None:
-            from ..envs.tasks import kbqa_index
+            from .knowledge_base import kbqa_index
 
             default_index = kbqa_index()
         tools["search"] = make_search_tool(cfg, default_index)

@@ -30,8 +30,9 @@ import torch
 from arpo_kernels.hf import lm_head_weight
 
 from ..config import ARPOConfig
+from ..models import pick_device
 from .checkpoint import STATE_FILE, save_policy
-from .dist import Dist, pick_device
+from .dist import Dist
 from .microbatch import MicroBatch, zero_weight_copy
 from .optim import lr_factor, make_optimizer
 from .policy import PolicyLogprobs

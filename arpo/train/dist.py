@@ -71,13 +71,6 @@ def launched_ranks() -> tuple[int, int, int]:
     return int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
 
 
-def pick_device(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def set_deterministic(setting: bool | None, device: torch.device) -> bool:
     """``train.deterministic`` (None = on for CPU, off on CUDA) applied to torch; returns whether it is on.
 

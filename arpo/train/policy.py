@@ -89,18 +89,6 @@ class PolicyLogprobs(nn.Module):
         return packed_attention_mask(span_end, impl, next(self.model.parameters()).dtype)
 
 
-def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                   attn_implementation: str | None = None) -> nn.Module:
-    """A transformers causal LM from a local directory, with a clear error when the path is not one."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation=attn_implementation)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"model.path {path!r}: cannot load a transformers causal LM from it: {err}") from err
-    return model.to(device)
-
-
 def enable_activation_checkpointing(model: nn.Module) -> None:
     """Recompute each layer's activations in the backward pass (transformers 5 renamed the method)."""
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable

@@ -31,14 +31,15 @@ from ..algos.advantages import get_estimator
 from ..config import ARPOConfig, ConfigError, config_to_dict, dump_yaml
 from ..envs import rewards as rewards_mod
 from ..evaluate import evaluate
+from ..models import load_causal_lm, load_tokenizer, pick_device
 from ..rollout.sampler import Rollout, Sampler
 from ..tools.toolbox import make_toolbox
 from . import checkpoint as ckpt
 from .data import load_prompts, step_prompts
-from .dist import Dist, launched_ranks, pick_device, set_deterministic
+from .dist import Dist, launched_ranks, set_deterministic
 from .microbatch import micro_batches
 from .optim import TorchBackend
-from .policy import PolicyLogprobs, enable_activation_checkpointing, load_causal_lm
+from .policy import PolicyLogprobs, enable_activation_checkpointing
 from .tracking import MetricsLogger, summary_line
 from .update import attach_old_logprobs, ppo_update
 
@@ -60,7 +61,7 @@ class Trainer:
         checkpoint = self._resume_path(resume)
         self.deterministic = set_deterministic(cfg.train.deterministic, self.dist.device)
         torch.manual_seed(cfg.train.seed)
-        self.tokenizer = _load_tokenizer(cfg)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         model = load_causal_lm(str(checkpoint / "policy") if checkpoint else cfg.model.path, device=self.dist.device)
         self.engine = self._make_engine(model)  # before gradient checkpointing: the engine's copy never needs it
@@ -240,10 +241,9 @@ class Trainer:
         """Leaf rewards into the trees. ``zero_adv_groups``: the fraction of prompts whose M rewards are all
         equal (their group baseline leaves no learning signal)."""
         rewards, flat_groups = [], 0
-        for p, r in zip(prompts, rollouts):
-            fn = rewards_mod.get_reward_fn(self.cfg.data.reward, p.example.data_source,
-                                           random_p=self.cfg.data.random_reward_p, seed=self.cfg.train.seed)
-            group = [float(fn(leaf.text, p.example.ground_truth)) for leaf in r.leaves]
+        groups = rewards_mod.score_rollouts(self.cfg.data.reward, [p.example for p in prompts], rollouts,
+                                            random_p=self.cfg.data.random_reward_p, seed=self.cfg.train.seed)
+        for r, group in zip(rollouts, groups):
             for leaf, value in zip(r.leaves, group):
                 r.tree.set_reward(leaf.node, value)
             rewards += group
@@ -369,16 +369,6 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
-
-
-def _load_tokenizer(cfg: ARPOConfig):
-    from transformers import AutoTokenizer
-
-    path = cfg.model.tokenizer or cfg.model.path
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"model.tokenizer {path!r}: cannot load a tokenizer from it: {err}") from err
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

@@ -520,3 +520,24 @@ def test_random_reward_is_reproducible_and_seeded():
 def test_random_reward_rejects_a_bad_probability():
     with pytest.raises(RewardError, match="p must be in"):
         rewards.random_reward(1.5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# score_rollouts: the scoring of training and evaluation
+
+
+def test_score_rollouts_scores_each_leaf_with_its_examples_reward():
+    from types import SimpleNamespace
+
+    from arpo.envs.example import Example
+
+    def rollout(*texts):
+        return SimpleNamespace(leaves=[SimpleNamespace(text=t) for t in texts])
+
+    examples = [Example("a", (), ("42",), "kbqa"), Example("b", (), ("Paris",), "nq")]
+    rollouts = [rollout("<answer>42</answer>", "<answer>41</answer>"), rollout("<answer>paris city</answer>")]
+    assert rewards.score_rollouts("auto", examples, rollouts) == [[1.0, 0.0], [pytest.approx(2 / 3)]]
+    assert rewards.score_rollouts("exact_match", examples, rollouts) == [[1.0, 0.0], [0.0]]
+    fn = get_reward_fn("random", random_p=0.5, seed=7)
+    want = [[fn(leaf.text, ex.ground_truth) for leaf in r.leaves] for ex, r in zip(examples, rollouts)]
+    assert rewards.score_rollouts("random", examples, rollouts, random_p=0.5, seed=7) == want

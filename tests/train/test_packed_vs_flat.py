@@ -12,8 +12,9 @@ import torch
 from arpo.algos.advantages import ESTIMATORS, get_estimator
 from arpo.tree import TrajectoryTree
 from arpo.tree.synthetic import build_tree, rollout_script
+from arpo.models import load_causal_lm
 from arpo.train.microbatch import micro_batches
-from arpo.train.policy import PolicyLogprobs, load_causal_lm, packed_attention_mask, tree_mask
+from arpo.train.policy import PolicyLogprobs, packed_attention_mask, tree_mask
 from arpo.train.update import micro_batch_loss
 from arpo.config import AlgoConfig
 from arpo_kernels import policy_loss

@@ -154,7 +154,7 @@ def test_crash_during_save_leaves_no_checkpoint(tmp_path, monkeypatch):
 
 
 def test_plot_writes_pngs(straight, tmp_path):
-    from arpo.plot import plot_run
+    from arpo.cli.plot import plot_run
 
     paths = plot_run(straight, tmp_path)
     assert {p.name for p in paths} == {"reward.png", "tools.png", "entropy.png", "loss.png", "throughput.png",

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from arpo.config import AlgoConfig, TrainConfig
+from arpo.models import load_causal_lm
 from arpo.train.microbatch import micro_batches
 from arpo.train.optim import TorchBackend, lr_factor
-from arpo.train.policy import PolicyLogprobs, enable_activation_checkpointing, load_causal_lm
+from arpo.train.policy import PolicyLogprobs, enable_activation_checkpointing
 from arpo.train.update import attach_old_logprobs, micro_batch_loss, ppo_update
 
 from .test_packed_vs_flat import _adv, _trees

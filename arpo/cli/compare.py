@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ARPOConfig, load_config
-from .eval_job import eval_config, run_eval, write_text_atomic
-from .train import checkpoint as ckpt
-from .train.tracking import read_metrics
-from .train.trainer import Trainer
+from ..config import ARPOConfig, load_config
+from ..train import checkpoint as ckpt
+from ..train.tracking import read_metrics
+from ..train.trainer import Trainer
+from .eval import eval_config, run_eval, write_text_atomic
 
 ARMS = ("arpo", "arpo-stochastic", "grpo", "grpo-matched", "control")
 DEFAULT_ARMS = ("arpo", "arpo-stochastic", "grpo", "grpo-matched")

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ARPOConfig
-from .eval_job import eval_config, eval_records, run_eval, write_text_atomic
-from .evaluate import mean_se, question_accuracy
+from ..config import ARPOConfig
+from ..evaluate import mean_se, question_accuracy
+from ..train import checkpoint as ckpt
+from ..train.tracking import read_metrics
+from ..train.trainer import Trainer
+from .eval import eval_config, eval_records, run_eval, write_text_atomic
 from .plot import plot_run
-from .train import checkpoint as ckpt
-from .train.tracking import read_metrics
-from .train.trainer import Trainer
 
 SAMPLES = 4
 

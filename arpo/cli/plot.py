@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .train.tracking import read_metrics
+from ..train.tracking import read_metrics
 
 GROUPS: dict[str, list[tuple[str, list[str]]]] = {
     "reward": [("reward (train)", ["reward_mean"]), ("accuracy (train)", ["accuracy"]),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from .config import ARPOConfig
-from .evaluate import evaluate
-from .train.data import load_prompts
-from .train.dist import pick_device
+from ..config import ARPOConfig
+from ..envs.datasets import load_prompts
+from ..evaluate import evaluate
+from ..models import load_causal_lm, load_tokenizer, pick_device
 
 
 def eval_config(cfg: ARPOConfig, tasks: list[str], reward: str | None = None) -> ARPOConfig:
@@ -28,15 +28,7 @@ def eval_config(cfg: ARPOConfig, tasks: list[str], reward: str | None = None) ->
 
 def load_policy(model_path: str, cfg: ARPOConfig):
     """(model in eval mode on the best device, tokenizer) from a local directory."""
-    from transformers import AutoTokenizer
-
-    from .train.policy import load_causal_lm
-
-    tok_path = cfg.model.tokenizer or model_path
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(tok_path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{tok_path!r}: cannot load a tokenizer from it: {err}") from err
+    tokenizer = load_tokenizer(cfg.model.tokenizer or model_path, what=None)
     model = load_causal_lm(model_path, dtype=getattr(torch, cfg.model.dtype), device=pick_device(0))
     return model.eval().requires_grad_(False), tokenizer
 
@@ -54,8 +46,8 @@ def eval_records(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: f
     summary and the per-question records (see ``arpo.evaluate``) and writes them to ``out_dir`` when given."""
     from tqdm import tqdm
 
-    from .engines.hf import HFEngine
-    from .tools.toolbox import make_toolbox
+    from ..engines.hf import HFEngine
+    from ..tools.toolbox import make_toolbox
 
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")

@@ -1,14 +1,20 @@
-"""The `arpo` command: `arpo train | eval | compare | plot | demo | config | index`."""
+"""The `arpo` command: `arpo train | eval | compare | plot | demo | config | index`.
+
+The commands live apart from the library, in this package: the parser and ``main`` here (importing ``arpo.cli``
+loads neither torch nor transformers), and the jobs that are more than a call into the library in modules of
+their own: ``eval`` (``arpo eval``), ``demo``, ``compare`` and ``plot``. Nothing in the library imports them
+(tests/test_layers.py checks it).
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, add_config_args, config_from_args, describe_config, dump_yaml
+from ..config import ConfigError, add_config_args, config_from_args, describe_config, dump_yaml
 
-_DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-_STUDY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "study.yaml"
+_DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+_STUDY_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "study.yaml"
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -21,7 +27,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .train.trainer import run_training
+    from ..train.trainer import run_training
 
     if args.deepspeed:
         args.overrides = [*args.overrides, "train.deepspeed=true"]
@@ -36,7 +42,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .eval_job import eval_config, format_summary, run_eval
+    from .eval import eval_config, format_summary, run_eval
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     cfg = eval_config(config_from_args(args), tasks, args.reward)
@@ -85,7 +91,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
-    from .tools.search import CorpusError, build_index
+    from ..tools.search import CorpusError, build_index
 
     try:
         count = build_index(args.corpus, args.index, progress=True)
@@ -171,6 +177,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"arpo {args.command}: config error: {err}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
-"""The sandbox's wrapper process (see ``python_sandbox``): the host runs this file's source as
-``python -I -S -c SOURCE FD`` in the call's working directory, with a scrubbed environment, the JSON config on
+"""The sandbox's wrapper process (see ``python_sandbox``): the host runs this file by path as
+``python -I -S _sandbox_child.py FD`` in the call's working directory, with a scrubbed environment, the JSON config on
 stdin and the status pipe's fd as argv[1]. It joins the call's cgroup, unshares the namespaces and forks the
 init, which isolates the filesystem, drops privileges, sets the rlimits, checks the isolation policy and execs
 the snippet.

@@ -2,7 +2,7 @@
 
 Linux only. One call::
 
-    host ─Popen─▶ wrapper  `python -I -S -c _BOOTSTRAP FD`: own session and process group, scrubbed
+    host ─Popen─▶ wrapper  `python -I -S _sandbox_child.py FD`: own session and process group, scrubbed
                    │       environment, config (JSON) on stdin; joins the call's cgroup, then unshares the
                    │       mount, PID, net and IPC namespaces one by one (inside a new user namespace when
                    │       none is granted directly)
@@ -10,8 +10,8 @@ Linux only. One call::
                                   if it has its own mount namespace, drops privileges, sets rlimits, checks
                                   the isolation policy, execs `python -I -B -X utf8 snippet.py` (user code)
 
-The wrapper's source is the module ``_sandbox_child.py`` next to this one (standard library only), read once
-and passed with ``-c``, so the wrapper needs no access to the package directory.
+The wrapper is the module ``_sandbox_child.py`` next to this one (standard library only), run by path before any
+isolation (the host's uid can read the package); ``-I`` keeps its directory off ``sys.path``.
 
 The code travels in ``snippet.py`` inside a fresh ``tempfile.mkdtemp`` directory (never on a command line, nor
 is anything identifying the host), which is the snippet's working directory, HOME and TMPDIR (seen as /tmp
@@ -104,9 +104,9 @@ _UNAVAILABLE = ("Error: python sandbox unavailable: {} (set tools.python_require
 _CGROUP_PREFIX = "arpo-py-"
 _CGROUP_OPTIONAL = {"memory.swap.max", "memory.memsw.limit_in_bytes"}  # absent without swap accounting
 
-# The wrapper's source: the module _sandbox_child.py (stdin = JSON config, argv[1] = status pipe fd; stdlib
-# only, no user code), run as `python -I -S -c _BOOTSTRAP FD`.
-_BOOTSTRAP = Path(__file__).with_name("_sandbox_child.py").read_text(encoding="utf-8")
+# The wrapper: the module _sandbox_child.py (stdin = JSON config, argv[1] = status pipe fd; stdlib only, no user
+# code), run by path as `python -I -S _CHILD FD` (-I: its directory is not put on sys.path).
+_CHILD = Path(__file__).resolve().with_name("_sandbox_child.py")
 
 
 class PythonSandbox:
@@ -174,7 +174,7 @@ class PythonSandbox:
         config_r, (status_r, status_w) = _config_pipe(config), os.pipe()
         try:
             proc = subprocess.Popen(
-                [self.python, "-I", "-S", "-c", _BOOTSTRAP, str(status_w)], stdin=config_r,
+                [self.python, "-I", "-S", str(_CHILD), str(status_w)], stdin=config_r,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir, env=_environment(workdir),
                 start_new_session=True, pass_fds=(status_w,))
         except BaseException:

@@ -445,8 +445,11 @@ path = "/proc/self/mountinfo"
 mounts = lambda: open(path).read() if os.path.exists(path) else "unreadable"
 warnings, out, before = [], [], mounts()
 m.log.addHandler(type("Collect", (logging.Handler,), {"emit": lambda self, r: warnings.append(r)})())
-for scenario in json.loads(sys.argv[1]):
-    m._BOOTSTRAP, logged = scenario["bootstrap"], len(warnings)
+for i, scenario in enumerate(json.loads(sys.argv[1])):
+    child = os.path.join(sys.argv[2], f"child{i}.py")
+    with open(child, "w") as f:
+        f.write(scenario["bootstrap"])
+    m._CHILD, logged = child, len(warnings)
     try:
         sandbox = m.PythonSandbox(**scenario["kwargs"])
         results = [sandbox(code) for code in scenario["codes"]]
@@ -461,7 +464,7 @@ print(json.dumps(out))
 
 def _failing(flags: int) -> str:
     """The bootstrap with unshare() failing for these namespace flags."""
-    bootstrap = python_sandbox._BOOTSTRAP
+    bootstrap = python_sandbox._CHILD.read_text(encoding="utf-8")
     assert bootstrap.endswith("\nmain()\n")
     return bootstrap[: -len("main()\n")] + (
         f"real_unshare = try_unshare\ntry_unshare = lambda flag: not flag & {flags} and real_unshare(flag)\n"
@@ -496,7 +499,7 @@ def faked(tmp_path_factory) -> dict:
     best_effort = ("import os, subprocess\nprint(os.getuid() != 0)\n"
                    "try: os.kill(os.getppid(), 9)\nexcept OSError as e: print(e.strerror)\n"
                    "argv = open(f'/proc/{os.getppid()}/cmdline', 'rb').read()\n"
-                   "print(len(argv.split(b'\\0')), argv.split(b'\\0')[5].isdigit(), b'/sys/' in argv)\n"
+                   "print(len(argv.split(b'\\0')), argv.split(b'\\0')[4].isdigit(), b'/sys/' in argv)\n"
                    "subprocess.Popen(['sleep', '37.25'], start_new_session=True)\n")
     scenarios = {
         "no_mnt": (NEWNS, True, [escape]),
@@ -508,8 +511,9 @@ def faked(tmp_path_factory) -> dict:
                "kwargs": {"timeout_s": 5, "python": python, "require_isolation": require}}
               for flags, require, codes in scenarios.values()]
     before = _mountinfo()
+    children = tmp_path_factory.mktemp("children")
     run = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", HARNESS,
-                          json.dumps(config)], capture_output=True, text=True, env=_env(), timeout=60)
+                          json.dumps(config), str(children)], capture_output=True, text=True, env=_env(), timeout=60)
     assert run.returncode == 0, run.stderr
     assert _mountinfo() == before  # this host's mounts, whatever the harness did
     results = dict(zip(scenarios, json.loads(run.stdout)))
@@ -544,8 +548,8 @@ def test_without_namespaces_no_code_runs(faked):
 def test_best_effort_without_namespaces_drops_root_and_cleans_up(faked):
     result = faked["none_best_effort"]
     assert result["isolation"] == ["cgroup", "uid"] and result["warnings"] == 1
-    # the wrapper's command line is `python -I -S -c BOOTSTRAP FD`: no config, no host pid, no cgroup path
-    assert result["results"] == [[True, "True\nOperation not permitted\n7 True False\n"]]
+    # the wrapper's command line is `python -I -S CHILD FD`: no config, no host pid, no cgroup path
+    assert result["results"] == [[True, "True\nOperation not permitted\n6 True False\n"]]
     assert b"sleep\x0037.25\x00" not in map(_cmdline, filter(str.isdigit, os.listdir("/proc")))
 
 

@@ -66,7 +66,8 @@ def _raise_on_bad_inputs(parts: torch.Tensor, adv_name: str) -> None:
     plain = "{} has {} NaN or inf values on tokens that count in the loss"
     for name, count in zip(["logprobs", "old_logprobs", adv_name, "ref_logprobs", "entropy"], counts):
         if count:
-            raise ValueError(packed_adv.format(int(count)) if name == "packed terms" else plain.format(name, int(count)))
+            message = packed_adv.format(int(count)) if name == "packed terms" else plain.format(name, int(count))
+            raise ValueError(message)
 
 
 def _metrics(parts: torch.Tensor, has_wsplit: bool, has_ref: bool, has_ent: bool) -> dict[str, torch.Tensor]:

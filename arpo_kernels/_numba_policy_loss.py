@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ._numba_math import exp_f32
-from .spec import KL_LOG_CLAMP, KL_VALUE_CLAMP, LOG_RATIO_CLAMP, PARTS, PolicyInputs
+from .spec import KL_LOG_CLAMP, KL_VALUE_CLAMP, LOG_RATIO_CLAMP, PARTS, PolicyInputs, TokenTerms
 
 CHUNK = 16384
 BLOCK = 1024
@@ -141,6 +141,26 @@ def _kernel(dtype: torch.dtype, has_ent: bool, has_ref: bool, kl_code: int):
     no option branches left (compiled on first use, cached on disk by numba)."""
     exp, np_dtype = _EXP[dtype]
     return _make_kernel(exp, np_dtype, has_ent, has_ref, kl_code if has_ref else 0)
+
+
+@numba.njit(parallel=True, cache=True)
+def _flat_terms_kernel(adv, w, pos, neg, wpos, wneg):
+    zero = w.dtype.type(0.0)
+    for i in numba.prange(w.shape[0]):
+        wi = w[i]
+        a = adv[i] if wi != zero else zero  # tokens without weight get no terms, whatever they hold
+        wa = wi * a
+        pos[i] = zero if a < zero else wa  # a NaN/inf advantage stays in both, so the loss kernel reports it
+        neg[i] = zero if a > zero else wa
+        wpos[i] = wi if a > zero else zero
+        wneg[i] = wi if a < zero else zero
+
+
+def flat_terms(advantages: torch.Tensor, weights: torch.Tensor) -> TokenTerms:
+    """policy_loss.flat_terms in one parallel pass ([N] CPU tensors of one float dtype)."""
+    out = [torch.empty_like(weights) for _ in range(4)]
+    _flat_terms_kernel(advantages.numpy(), weights.numpy(), *(t.numpy() for t in out))
+    return TokenTerms(out[0], out[1], weights, out[2], out[3])
 
 
 def fused(x: PolicyInputs, params):

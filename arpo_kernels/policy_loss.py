@@ -121,8 +121,13 @@ def _run(lp, old, ent, ref, terms: TokenTerms, params: PolicyLossParams, backend
 def flat_terms(advantages: torch.Tensor, weights: torch.Tensor) -> TokenTerms:
     """The packed terms of a flat batch (one copy per token): adv_pos = w·A where A > 0, adv_neg = w·A where
     A < 0, weight = w, weight_pos/weight_neg = w where A > 0 / A < 0. Tokens with w = 0 get no terms whatever A
-    holds; a NaN/inf advantage of a weighted token stays in adv_pos/adv_neg so the kernel reports it."""
-    a = torch.where(weights != 0, advantages.to(weights.dtype), 0.0)
+    holds; a NaN/inf advantage of a weighted token stays in adv_pos/adv_neg so the kernel reports it. Any
+    shapes (one for both); CPU float32/float64 run one numba pass, others torch ops."""
+    a = advantages.to(weights.dtype)
+    if weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64):
+        flat = kernel_module("numba").flat_terms(a.reshape(-1).contiguous(), weights.reshape(-1).contiguous())
+        return TokenTerms(*(t.view(weights.shape) for t in flat))
+    a = torch.where(weights != 0, a, 0.0)
     wa = weights * a
     zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
     return TokenTerms(torch.where(a < 0, zero, wa), torch.where(a > 0, zero, wa), weights,

@@ -10,9 +10,10 @@ import torch
 from arpo_kernels import flat_terms, flat_weights, policy_loss, policy_loss_packed
 
 
-def test_flat_terms_by_hand():
-    adv = torch.tensor([2.0, -1.0, 0.0, math.nan, 3.0], dtype=torch.float64)
-    w = torch.tensor([0.5, 0.25, 0.25, 0.0, 0.0], dtype=torch.float64)  # the NaN and the 3.0 are off the mask
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])  # numba, numba, torch ops
+def test_flat_terms_by_hand(dtype):
+    adv = torch.tensor([2.0, -1.0, 0.0, math.nan, 3.0], dtype=dtype)
+    w = torch.tensor([0.5, 0.25, 0.25, 0.0, 0.0], dtype=dtype)  # the NaN and the 3.0 are off the mask
     t = flat_terms(adv, w)
     assert t.adv_pos.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert t.adv_neg.tolist() == [0.0, -0.25, 0.0, 0.0, 0.0]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from arpo_kernels import PolicyLossParams, TokenTerms, policy_loss_packed
+from arpo_kernels import TokenTerms, policy_loss_packed
 from arpo_kernels.reference import kl_reference
 from arpo_kernels.spec import LOG_RATIO_CLAMP
 
@@ -61,11 +61,6 @@ def register_loss(name: str, *, packed: bool = True) -> Callable[[LossFn], LossF
 def get_loss(name: str) -> LossFn:
     """The registered loss variant ``name`` (a ValueError lists the registered names)."""
     return lookup(LOSSES, name, "loss variant")
-
-
-def _params(algo) -> PolicyLossParams:
-    return PolicyLossParams(algo.clip_low, algo.clip_high, algo.dual_clip, algo.kl_coef, algo.kl_type,
-                            algo.entropy_coef)
 
 
 # ---- the variants -------------------------------------------------------------------------------------------

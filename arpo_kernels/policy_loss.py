@@ -123,7 +123,7 @@ def flat_terms(advantages: torch.Tensor, weights: torch.Tensor) -> TokenTerms:
     A < 0, weight = w, weight_pos/weight_neg = w where A > 0 / A < 0. Tokens with w = 0 get no terms whatever A
     holds; a NaN/inf advantage of a weighted token stays in adv_pos/adv_neg so the kernel reports it. Any
     shapes (one for both); CPU float32/float64 run one numba pass, others torch ops."""
-    a = advantages.to(weights.dtype)
+    a, weights = advantages.detach().to(weights.dtype), weights.detach()  # no gradient flows into the terms
     if weights.device.type == "cpu" and weights.dtype in (torch.float32, torch.float64):
         flat = kernel_module("numba").flat_terms(a.reshape(-1).contiguous(), weights.reshape(-1).contiguous())
         return TokenTerms(*(t.view(weights.shape) for t in flat))

@@ -83,7 +83,8 @@ def gspo(x: LossInputs, algo):
         loss = Σ_i W_i · max(-A_i·s_i, -A_i·clip(s_i)) + kl_coef·Σ_t w_t·KL_t - entropy_coef·Σ_t w_t·H_t
 
     with W_i = Σ of its tokens' aggregation weights (1/G per sequence under seq-mean-token-mean, GSPO's
-    normalisation) and A_i its advantage. dual_clip is not used.
+    normalisation) and A_i its advantage (under ``algo.credit = hard``, the weight-averaged advantage of its
+    tokens). dual_clip is not used. NaN/inf on tokens in the loss is an error naming the tensor.
 
     Not exact when packed: the gradient at a shared token is Σ over the leaves below it of W_i·A_i·s_i/|y_i|
     (where unclipped), and s_i depends on every other token of leaf i's path, so the token's copies do not reduce
@@ -95,6 +96,11 @@ def gspo(x: LossInputs, algo):
     w = t.weight
     live = w != 0
     n_seq = int(seq.max()) + 1 if seq.numel() else 0
+    for name, v in (("logprobs", x.logprobs), ("old_logprobs", x.old_logprobs), ("advantages", t.adv_pos + t.adv_neg),
+                    ("ref_logprobs", x.ref_logprobs), ("entropy", x.entropy)):
+        bad = 0 if v is None else int((~torch.isfinite(v.detach()) & live).sum())
+        if bad:
+            raise ValueError(f"{name} has {bad} NaN or inf values on tokens that count in the loss")
 
     def per_seq(v):
         return torch.zeros(n_seq, dtype=v.dtype, device=v.device).index_add(0, seq, v)
@@ -110,7 +116,8 @@ def gspo(x: LossInputs, algo):
     loss = pg
     metrics = {"pg_loss": pg.detach()}
     if x.ref_logprobs is not None and algo.kl_coef != 0.0:
-        kl = (w * torch.where(live, kl_reference(x.logprobs, x.ref_logprobs, algo.kl_type), 0.0)).sum()
+        lp, ref = (torch.where(live, v, 0.0) for v in (x.logprobs, x.ref_logprobs))  # no NaN from unused tokens
+        kl = (w * torch.where(live, kl_reference(lp, ref, algo.kl_type), 0.0)).sum()
         loss = loss + algo.kl_coef * kl
         metrics["kl_mean"] = kl.detach() / w.sum().clamp_min(1e-30)
     ent = (w * torch.where(live, x.entropy, 0.0)).sum()

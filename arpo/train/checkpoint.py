@@ -83,6 +83,13 @@ def verify(checkpoint: str | Path) -> None:
         expected = {rel: (int(f["size"]), str(f["sha256"])) for rel, f in files.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise DamagedCheckpoint(f"{manifest}: unreadable ({type(err).__name__}: {err})") from err
+    root = checkpoint.resolve()
+    outside = [rel for rel in expected if not (checkpoint / rel).resolve().is_relative_to(root)]
+    if outside:
+        raise DamagedCheckpoint(f"{manifest}: lists {outside[0]!r}, outside the checkpoint")
+    for required in (STATE_FILE, "policy/config.json"):  # a manifest that leaves them out checks nothing
+        if required not in expected:
+            raise DamagedCheckpoint(f"{manifest}: does not list {required}")
     for rel, (size, digest) in sorted(expected.items()):
         path = checkpoint / rel
         try:

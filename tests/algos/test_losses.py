@@ -113,3 +113,12 @@ def test_one_training_step_with_gspo(tmp_path):
     assert Trainer(cfg, progress=False).train() == 0
     (m,) = read_metrics(tmp_path / "gspo")
     assert math.isfinite(m["loss"]) and "clip_frac_high" in m and m["ratio_min"] <= m["ratio_max"]
+
+
+@pytest.mark.parametrize("field", ["logprobs", "old_logprobs", "advantages"])
+def test_gspo_names_non_finite_inputs(field):
+    seq = torch.tensor([0, 0, 1])
+    lp, old, adv = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64), torch.ones(3)
+    {"logprobs": lp, "old_logprobs": old, "advantages": adv}[field][1] = math.nan
+    with pytest.raises(ValueError, match=f"{field} has 1 NaN or inf"):
+        get_loss("gspo")(_inputs(lp, old, adv.double(), seq), AlgoConfig())

@@ -51,3 +51,14 @@ def test_flat_equals_packed_with_one_copy(backend):
     assert loss1.item() == loss2.item()
     assert torch.equal(x1.grad, x2.grad)
     assert m1.keys() == m2.keys() and all(torch.equal(m1[k], m2[k]) for k in m1)
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_advantages_that_require_grad(backend):
+    """Advantages from a differentiable value head: used as constants (only logprobs and entropy get gradients)."""
+    lp = torch.zeros(3, requires_grad=True)
+    adv = torch.tensor([1.0, -1.0, 0.5], requires_grad=True)
+    loss, _ = policy_loss(lp, torch.zeros(3), adv, torch.ones(3, dtype=torch.bool), backend=backend)
+    loss.backward()
+    assert adv.grad is None
+    torch.testing.assert_close(lp.grad, -torch.tensor([1.0, -1.0, 0.5]) / 3)

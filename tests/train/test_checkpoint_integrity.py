@@ -133,3 +133,23 @@ def test_damaged_state_is_a_clear_error(tmp_path, damage):
     with pytest.raises(ckpt.DamagedCheckpoint, match="cannot be loaded") as err:
         ckpt.load_state(c)
     assert str(c / ckpt.STATE_FILE) in str(err.value)
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda files: {"../../outside.bin": next(iter(files.values()))}, "outside the checkpoint"),
+    (lambda files: {}, f"does not list {ckpt.STATE_FILE}"),
+    (lambda files: {k: v for k, v in files.items() if k != "policy/config.json"}, "does not list policy/config.json"),
+])
+def test_a_manifest_that_checks_too_little_is_damage(tmp_path, edit, reason):
+    """A rewritten manifest must not vouch for a checkpoint: paths outside it and manifests that leave out the
+    state or the model config are refused, and resume falls back to the intact checkpoint before."""
+    (tmp_path / "outside.bin").write_bytes(b"x")
+    intact, bad = save(tmp_path, 1), save(tmp_path, 2)
+    manifest = bad / ckpt.MANIFEST
+    files = json.loads(manifest.read_text())["files"]
+    manifest.write_text(json.dumps({"files": edit(files)}))
+    overwrite(bad / ckpt.STATE_FILE)
+    with pytest.raises(ckpt.DamagedCheckpoint, match=reason):
+        ckpt.verify(bad)
+    with pytest.warns(UserWarning, match="damaged checkpoint skipped"):
+        assert ckpt.resume_latest(tmp_path) == intact

@@ -28,13 +28,12 @@ import math
 import re
 import types
 import typing
-from collections.abc import KeysView, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
 
-from .algos.advantages import ESTIMATORS
 
 __all__ = [
     "DATA_SUFFIXES",
@@ -151,12 +150,15 @@ class _Registered(Sequence):
     def __len__(self) -> int:
         return len(self._names())
 
+    def __iter__(self):
+        return iter(self._names())
 
-def _f(default: Any, help: str, choices: Sequence[str] | KeysView = ()) -> Any:
+
+def _f(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
     """A dataclass field with help text (and allowed values for string enums / lists of them). A registry's
-    names stay live (a dict's keys(), or _Registered): the choices of ``algo.estimator`` and ``algo.loss`` are
-    the names registered at the time of the check."""
-    live = isinstance(choices, (KeysView, _Registered))
+    names stay live (_Registered): the choices of ``algo.estimator`` and ``algo.loss`` are the names registered
+    at the time of the check."""
+    live = isinstance(choices, _Registered)
     metadata = {"help": help, "choices": choices if live else tuple(choices)}
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
@@ -458,7 +460,7 @@ class AlgoConfig(_Section):
         "advantage estimator: a name registered in arpo/algos/advantages.py (grpo = group z-score, "
         "drgrpo = r - group mean, rloo = leave-one-out baseline, reinforce_pp = group baseline whitened "
         "over the batch)",
-        ESTIMATORS.keys(),
+        _Registered("arpo.algos.advantages", "ESTIMATORS"),
     )
     credit: str = _f(
         "soft",

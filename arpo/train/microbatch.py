@@ -104,6 +104,7 @@ def _unshared(fb: FlatBatch, agg: str) -> PackedBatch:
 
 
 # ---- packed -------------------------------------------------------------------------------------------------
+_PB_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")  # PackedBatch names, TokenTerms order
 ROW_PATHS = 2  # bounded packed rows hold about this many longest paths' worth of tokens
 
 
@@ -220,8 +221,6 @@ def _packed_micro(pb: PackedBatch, rows: list[_Row]) -> MicroBatch:
         tokens=int(ids.size),
     )
 
-
-_PB_TERMS = ("adv_pos", "adv_neg", "loss_weight", "weight_pos", "weight_neg")  # PackedBatch names, TokenTerms order
 
 
 def micro_batches(trees: Sequence, leaf_advantages: Sequence, *, update: str, credit: str, agg: str,

@@ -62,6 +62,7 @@ EMBEDDED_TASKS = ("arith", "kbqa")
 DATA_SUFFIXES = (".parquet", ".jsonl")
 REWARD_FNS = ("auto", "exact_match", "f1", "math", "format", "random")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OVERRIDE_FORM = "SECTION.FIELD=VALUE (e.g. rollout.M=16, algo.dual_clip=null, data.train=[arith, kbqa])"
 
 
@@ -160,8 +161,8 @@ def _f(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
     at the time of the check."""
     live = isinstance(choices, _Registered)
     metadata = {"help": help, "choices": choices if live else tuple(choices)}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -175,6 +176,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is list:
         return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    if typing.get_origin(tp) is dict:
+        return f"mapping of {' to '.join(_type_name(a) for a in typing.get_args(tp))}"
     return tp.__name__
 
 
@@ -203,6 +206,11 @@ def _coerce(key: str, tp: Any, value: Any) -> Any:
             raise _type_error(key, tp, value)
         (elem,) = typing.get_args(tp)
         return [_coerce(f"{key}[{i}]", elem, v) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, tp, value)
+        k_tp, v_tp = typing.get_args(tp)
+        return {_coerce(f"{key} (a key)", k_tp, k): _coerce(f"{key}.{k}", v_tp, v) for k, v in value.items()}
     if isinstance(value, bool) and tp is not bool:
         raise _type_error(key, tp, value)
     if tp is float and isinstance(value, int):
@@ -396,7 +404,7 @@ class RolloutConfig(_Section):
 
 @dataclasses.dataclass(frozen=True)
 class ToolsConfig(_Section):
-    """The tools the agent may call: a sandboxed Python interpreter and a search engine."""
+    """The tools the agent may call: a sandboxed Python interpreter, a search engine, and user tools."""
 
     section: ClassVar[str] = "tools"
     enabled: list[str] = _f(
@@ -416,6 +424,12 @@ class ToolsConfig(_Section):
     max_output_bytes: int = _f(
         2048, "tool result text (stdout+stderr, passages) is truncated to this many bytes"
     )
+    custom: dict[str, str] = _f(
+        {},
+        "user tools: name -> 'package.module:factory' (called with no arguments, it returns a callable "
+        "(query: str) -> str | ToolResult whose docstring or `description` the model reads)",
+    )
+    custom_timeout_s: float = _f(10.0, "wall-clock limit of one call of a user tool (tools.custom), seconds")
     pool_size: int = _f(4, "tool calls run concurrently")
     search_index: str | None = _f(
         None,
@@ -439,6 +453,14 @@ class ToolsConfig(_Section):
         self._require(self.python_memory_mb >= 1, "python_memory_mb", ">= 1")
         self._require(self.max_output_bytes >= 1, "max_output_bytes", ">= 1")
         self._require(self.pool_size >= 1, "pool_size", ">= 1")
+        for name, path in self.custom.items():
+            if not (_TOOL_NAME.match(name) and name not in self.enabled):
+                raise ConfigError(f"tools.custom.{name}: a tool name must be an identifier not in tools.enabled")
+            if not _IMPORT_PATH.match(path):
+                raise ConfigError(f"tools.custom.{name}: must be an import path 'package.module:factory'; got {path!r}")
+        self._require(
+            0.0 < self.custom_timeout_s and math.isfinite(self.custom_timeout_s), "custom_timeout_s", "finite and > 0"
+        )
         url_ok = self.search_url is None or self.search_url.startswith(("http://", "https://"))
         self._require(url_ok, "search_url", "null or an http:// or https:// URL")
         self._require(self.search_top_k >= 1, "search_top_k", ">= 1")
@@ -585,7 +607,7 @@ class ARPOConfig:
         default_factory=RolloutConfig, metadata={"help": "sampling and ARPO branching"}
     )
     tools: ToolsConfig = dataclasses.field(
-        default_factory=ToolsConfig, metadata={"help": "python and search"}
+        default_factory=ToolsConfig, metadata={"help": "python, search and user tools"}
     )
     algo: AlgoConfig = dataclasses.field(default_factory=AlgoConfig, metadata={"help": "advantages and loss"})
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig, metadata={"help": "training loop"})

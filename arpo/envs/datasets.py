@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,10 @@ from tqdm import tqdm
 from arpo.config import DATA_SUFFIXES, EMBEDDED_TASKS, ARPOConfig
 from arpo.envs.example import Example
 from arpo.envs.prompts import system_prompt
+from arpo.tools.base import ToolSpec
 
 __all__ = ["DatasetError", "Prompt", "build_prompt", "load_dataset", "load_jsonl", "load_parquet",
-           "load_prompts"]
+           "load_prompts", "load_rows", "write_jsonl"]
 
 
 class DatasetError(ValueError):
@@ -196,6 +198,37 @@ def _non_empty(examples: list[Example], path: Path) -> list[Example]:
     return examples
 
 
+def load_rows(rows: Iterable[Any], name: str = "rows") -> list[Example]:
+    """Examples from in-memory rows (dicts in either accepted layout, e.g. a list of dicts or a Hugging Face
+    ``datasets.Dataset``, which iterates as dicts); uids are ``"<name>:<i>"`` (0-based), errors name the row."""
+    if isinstance(rows, (str, bytes, Mapping)):
+        raise DatasetError(f"{name}: expected an iterable of rows (dicts), got {_show(rows)}")
+    try:
+        items = iter(rows)
+    except TypeError:
+        raise DatasetError(f"{name}: expected an iterable of rows (dicts), got {_show(rows)}") from None
+    examples = []
+    for i, row in enumerate(items):
+        try:
+            examples.append(_example(row, f"{name}:{i}", name))
+        except _RowError as err:
+            raise DatasetError(f"{name}: row {i}: {err}") from None
+    return _non_empty(examples, Path(name))
+
+
+def write_jsonl(examples: Sequence[Example], path: str | Path) -> Path:
+    """``examples`` as ARPO rows in a JSONL file (written atomically); ``load_jsonl`` reads them back with the
+    same messages, answers, data source and extra fields (values JSON cannot hold are written as their str)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = ({"prompt": list(e.messages), "data_source": e.data_source,
+             "reward_model": {"ground_truth": list(e.ground_truth)}, "extra_info": e.extra} for e in examples)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
 def load_dataset(entry: str, split: str, seed: int = 0) -> list[Example]:
     """The examples of one ``data.train`` / ``data.test`` entry.
 
@@ -221,12 +254,12 @@ def load_dataset(entry: str, split: str, seed: int = 0) -> list[Example]:
 def build_prompt(
     tokenizer: Any,
     example: Example,
-    tools: Sequence[str],
+    tools: Sequence[str | ToolSpec],
     system: str | None = None,
     max_prompt_tokens: int | None = None,
 ) -> list[int]:
     """Prompt token ids: the example's messages, after a system message unless the example has its own
-    (``system``, or the built-in ``system_prompt(tools)`` when None), in the tokenizer's chat template with
+    (``system``, or the built-in ``system_prompt(tools)`` when None; ``tools``: built-in names or ``ToolSpec``s), in the tokenizer's chat template with
     the assistant turn opened. Longer than ``max_prompt_tokens`` is a ``DatasetError`` naming the example."""
     messages = list(example.messages)
     if messages[0]["role"] != "system":
@@ -252,16 +285,18 @@ class Prompt:
     ids: tuple[int, ...]
 
 
-def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, limit: int = 0,
-                 no_bar: bool | None = None) -> list[Prompt]:
+def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, tools: Sequence[str | ToolSpec] | None = None,
+                 limit: int = 0, no_bar: bool | None = None) -> list[Prompt]:
     """The prompts of ``data.train`` (split "train") or ``data.test`` (split "test"); with ``limit`` > 0 at
-    most that many per entry (the first ones). ``no_bar`` is tqdm's ``disable`` (None: a bar only on a
-    terminal)."""
+    most that many per entry (the first ones). ``tools`` are described in the built-in system prompt (default:
+    ``tools.enabled``; pass the ``ToolBox.specs`` of a run with user tools). ``no_bar`` is tqdm's ``disable``
+    (None: a bar only on a terminal)."""
     entries = cfg.data.train if split == "train" else cfg.data.test
     examples: list[Example] = []
     for entry in entries:
         rows = load_dataset(entry, split)  # the tasks' canonical data: train.seed never changes the questions
         examples += rows[:limit] if limit > 0 else rows
     bar = tqdm(examples, desc=f"tokenising {split} prompts", unit="prompt", disable=no_bar, leave=False)
-    return [Prompt(ex, tuple(build_prompt(tokenizer, ex, cfg.tools.enabled, cfg.data.system_prompt,
+    tools = cfg.tools.enabled if tools is None else tools
+    return [Prompt(ex, tuple(build_prompt(tokenizer, ex, tools, cfg.data.system_prompt,
                                           cfg.data.max_prompt_tokens))) for ex in bar]

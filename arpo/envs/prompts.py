@@ -3,21 +3,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-_TOOL_LINES = {
-    "python": "<python>code</python> runs Python code and returns what it prints.",
-    "search": "<search>query</search> searches a knowledge base and returns passages.",
-}
-KNOWN_TOOLS = tuple(_TOOL_LINES)
+from arpo.tools.base import BUILTIN_SPECS, ToolSpec
+
+KNOWN_TOOLS = tuple(BUILTIN_SPECS)
 
 
-def system_prompt(tools: Sequence[str]) -> str:
-    """The system message for an agent that may call ``tools`` (a subset of ``KNOWN_TOOLS``, in that order)."""
-    unknown = [t for t in tools if t not in _TOOL_LINES]
+def tool_specs(tools: Sequence[str | ToolSpec]) -> list[ToolSpec]:
+    """``tools`` as specs: a name stands for the built-in tool of that name (``KNOWN_TOOLS``)."""
+    unknown = [t for t in tools if isinstance(t, str) and t not in BUILTIN_SPECS]
     if unknown:
-        raise ValueError(f"unknown tool(s) {unknown}; known: {', '.join(KNOWN_TOOLS)}")
+        raise ValueError(f"unknown tool(s) {unknown}; known: {', '.join(KNOWN_TOOLS)} (pass a ToolSpec for others)")
+    return [BUILTIN_SPECS[t] if isinstance(t, str) else t for t in tools]
+
+
+def system_prompt(tools: Sequence[str | ToolSpec]) -> str:
+    """The system message for an agent that may call ``tools`` (built-in names or ``ToolSpec``s, in that order)."""
+    specs = tool_specs(tools)
     lines = ["You solve the task step by step."]
-    if tools:
-        lines.append("Tools: " + " ".join(_TOOL_LINES[t] for t in tools))
+    if specs:
+        lines.append("Tools: " + " ".join(f"<{s.name}>{s.argument}</{s.name}> {s.description}" for s in specs))
         lines.append("Each result comes back as <result>...</result>.")
     lines.append("Give the final answer as <answer>...</answer>.")
     return "\n".join(lines)

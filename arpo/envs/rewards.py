@@ -44,6 +44,7 @@ import collections
 import functools
 import hashlib
 import importlib
+import inspect
 import json
 import logging
 import math
@@ -58,6 +59,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import arpo
 from arpo.config import REWARD_FNS
@@ -495,38 +497,42 @@ def random_reward(p: float, seed: int = 0) -> RewardFn:
     return reward
 
 
-def get_reward_fn(name: str, data_source: str | None = None, *, random_p: float = 0.5,
-                  seed: int = 0) -> RewardFn:
-    """The reward function named ``name``: one of ``config.REWARD_FNS`` or ``'package.module:function'``.
+def get_reward_fn(name: str | Callable, data_source: str | None = None, *, random_p: float = 0.5,
+                  seed: int = 0) -> Callable[[str, Sequence[str], Any], float]:
+    """The reward function named ``name``: one of ``config.REWARD_FNS``, ``'package.module:function'``, or a
+    Python callable. Returns ``fn(response, ground_truth, example) -> float``.
 
     ``auto`` needs ``data_source`` (see ``auto_reward_name``). ``random`` is ``random_reward(random_p, seed)``.
-    A custom function is imported, checked to be callable and wrapped so that a return value other than a bool
-    or a finite number in [0, 1] raises.
+    A custom function (imported or passed) takes ``(response, ground_truth)`` or ``(response, ground_truth,
+    example)`` (the ``Example``: its ``extra`` holds the row's other fields); it is checked to be callable with one
+    of these and wrapped so that a return value other than a bool or a finite number in [0, 1] raises.
     """
+    if callable(name):
+        return _checked(name, getattr(name, "__qualname__", repr(name)))
     if name == "random":
-        return random_reward(random_p, seed)
+        return _two_args(random_reward(random_p, seed))
     if name == "auto":
         if data_source is None:
             raise RewardError("reward 'auto' picks a function per data_source; none was given")
-        return _BUILTIN[auto_reward_name(data_source)]
+        return _two_args(_BUILTIN[auto_reward_name(data_source)])
     if name in _BUILTIN:
-        return _BUILTIN[name]
+        return _two_args(_BUILTIN[name])
     if ":" in name:
         return _checked(_import_reward(name), name)
-    raise RewardError(f"unknown reward {name!r}; expected one of {', '.join(REWARD_FNS)} "
-                      "or an import path 'package.module:function'")
+    raise RewardError(f"unknown reward {name!r}; expected one of {', '.join(REWARD_FNS)}, "
+                      "an import path 'package.module:function' or a callable")
 
 
-def score_rollouts(name: str, examples: Sequence, rollouts: Sequence, *, random_p: float = 0.5,
+def score_rollouts(reward: str | Callable, examples: Sequence, rollouts: Sequence, *, random_p: float = 0.5,
                    seed: int = 0) -> list[list[float]]:
     """The reward of every leaf of every rollout: ``out[i][j]`` scores leaf j of ``rollouts[i]`` (the sampler's
     ``Rollout``: its ``leaves`` have a ``text``) against ``examples[i]`` (an ``Example``: its ``ground_truth``,
-    and its ``data_source`` for ``auto``), with the reward ``name`` (``random_p``, ``seed``: see
-    ``get_reward_fn``)."""
+    and its ``data_source`` for ``auto``), with the reward ``reward`` (a name or a callable; ``random_p``,
+    ``seed``: see ``get_reward_fn``)."""
     out = []
     for example, rollout in zip(examples, rollouts):
-        fn = get_reward_fn(name, example.data_source, random_p=random_p, seed=seed)
-        out.append([float(fn(leaf.text, example.ground_truth)) for leaf in rollout.leaves])
+        fn = get_reward_fn(reward, example.data_source, random_p=random_p, seed=seed)
+        out.append([float(fn(leaf.text, example.ground_truth, example)) for leaf in rollout.leaves])
     return out
 
 
@@ -545,15 +551,43 @@ def _import_reward(path: str) -> Callable:
     return fn
 
 
-def _checked(fn: Callable, path: str) -> RewardFn:
-    """``fn`` with its return value checked: a bool, or a finite real number in [0, 1]; returned as float."""
+def _two_args(fn: RewardFn) -> Callable[[str, Sequence[str], Any], float]:
+    """A built-in ``fn(response, ground_truth)`` in the three-argument form (``__wrapped__`` is ``fn``)."""
 
     @functools.wraps(fn)
-    def reward(response: str, ground_truth: Sequence[str]) -> float:
-        value = fn(response, ground_truth)
+    def reward(response: str, ground_truth: Sequence[str], example: Any = None) -> float:
+        return fn(response, ground_truth)
+
+    return reward
+
+
+def _checked(fn: Callable, path: str) -> Callable[[str, Sequence[str], Any], float]:
+    """``fn`` (2 or 3 positional parameters) with its return value checked: a bool, or a finite real number in
+    [0, 1]; returned as float."""
+    with_example = _arity(fn, path) == 3
+
+    @functools.wraps(fn)
+    def reward(response: str, ground_truth: Sequence[str], example: Any = None) -> float:
+        value = fn(response, ground_truth, example) if with_example else fn(response, ground_truth)
         if not (isinstance(value, numbers.Real) and 0.0 <= value <= 1.0):  # NaN fails the range test too
             raise RewardError(f"reward {path!r} returned {value!r} ({type(value).__name__}); "
                               "expected a float in [0, 1] or a bool")
         return float(value)
 
     return reward
+
+
+def _arity(fn: Callable, path: str) -> int:
+    """3 when ``fn`` accepts (response, ground_truth, example), 2 when it accepts (response, ground_truth)."""
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: assume the two-argument form
+        return 2
+    for n in (3, 2):
+        try:
+            sig.bind(*range(n))
+            return n
+        except TypeError:
+            continue
+    raise RewardError(f"reward {path!r}: must accept (response, ground_truth) or (response, ground_truth, "
+                      f"example); its signature is {sig}")

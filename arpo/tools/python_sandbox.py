@@ -90,7 +90,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from arpo.tools.base import ToolResult, truncate_utf8
+from arpo.tools.base import BUILTIN_SPECS, ToolResult, truncate_utf8
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class PythonSandbox:
     """
 
     name = "python"
+    spec = BUILTIN_SPECS["python"]
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 1024, max_output_bytes: int = 2048,
                  cpu_s: int | None = None, max_file_bytes: int = 16 * 2**20, max_processes: int | None = None,

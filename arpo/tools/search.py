@@ -42,7 +42,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..config import ToolsConfig
-from .base import ToolResult, truncate_utf8
+from .base import BUILTIN_SPECS, ToolResult, truncate_utf8
 
 MAX_QUERY_TERMS = 32
 MAX_RESPONSE_BYTES = 8 << 20  # an HTTP retriever answer larger than this is an error, not read to the end
@@ -285,6 +285,7 @@ class SearchIndex:
     """
 
     name = "search"
+    spec = BUILTIN_SPECS["search"]
 
     def __init__(
         self,
@@ -386,6 +387,7 @@ class HTTPRetriever:
     """
 
     name = "search"
+    spec = BUILTIN_SPECS["search"]
 
     def __init__(
         self,

@@ -11,11 +11,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from .base import Tool, ToolResult
+from .base import Tool, ToolResult, ToolSpec
+from .custom import CustomToolError, custom_tool, load_factory
 from .parser import Action
 
 
@@ -34,6 +35,11 @@ class ToolBox:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(self.tools)
+
+    @property
+    def specs(self) -> list[ToolSpec]:
+        """How each tool is described to the model, in call-name order."""
+        return [tool.spec for tool in self.tools.values()]
 
     def submit(self, action: Action, calls_made: int) -> Future[ToolResult]:
         """Run ``action`` (kind "tool" or "invalid") for a trajectory that already made ``calls_made`` calls."""
@@ -86,12 +92,30 @@ class ToolBox:
         self.close()
 
 
-def make_toolbox(cfg, max_calls: int, default_index: Path | None = None) -> ToolBox:
-    """The ToolBox of ``cfg`` (a ``ToolsConfig``): the python sandbox and/or search, as ``cfg.enabled`` says.
+def make_toolbox(cfg, max_calls: int, default_index: Path | None = None,
+                 extra: Mapping[str, Callable] | None = None) -> ToolBox:
+    """The ToolBox of ``cfg`` (a ``ToolsConfig``): the python sandbox and/or search, as ``cfg.enabled`` says,
+    then the user tools: ``cfg.custom`` (name -> ``package.module:factory``) and ``extra`` (name -> callable),
+    each wrapped by ``custom.custom_tool`` (``cfg.custom_timeout_s``, ``cfg.max_output_bytes``).
 
     ``default_index`` is the search index used when ``cfg.search_index`` and ``cfg.search_url`` are null
-    (the embedded kbqa corpus's, built on first use when None).
+    (the embedded kbqa corpus's, built on first use when None). A user tool named like another tool is an error.
     """
+    tools = _builtin_tools(cfg, default_index)
+    users = {name: load_factory(path) for name, path in cfg.custom.items()}
+    for name, fn in (extra or {}).items():
+        if name in users:
+            raise CustomToolError(f"tool {name!r} is given twice: in tools.custom and as a Python tool")
+        users[name] = fn
+    for name, fn in users.items():
+        if name in tools:
+            raise CustomToolError(f"tool {name!r}: a built-in tool of that name is enabled (tools.enabled); "
+                                  "rename yours or disable the built-in")
+        tools[name] = custom_tool(name, fn, timeout_s=cfg.custom_timeout_s, max_output_bytes=cfg.max_output_bytes)
+    return ToolBox(tools, max_calls, cfg.pool_size)
+
+
+def _builtin_tools(cfg, default_index: Path | None) -> dict[str, Tool]:
     tools: dict[str, Tool] = {}
     if "python" in cfg.enabled:
         from .python_sandbox import PythonSandbox
@@ -107,4 +131,4 @@ def make_toolbox(cfg, max_calls: int, default_index: Path | None = None) -> Tool
 
             default_index = kbqa_index()
         tools["search"] = make_search_tool(cfg, default_index)
-    return ToolBox(tools, max_calls, cfg.pool_size)
+    return tools

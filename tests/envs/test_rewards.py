@@ -393,10 +393,10 @@ def test_math_in_a_script_with_a_slow_main_module(tmp_path):
 
 def test_builtin_names_cover_config():
     assert set(REWARD_FNS) == {"auto", "random", *rewards._BUILTIN}
-    assert get_reward_fn("exact_match") is exact_match_reward
-    assert get_reward_fn("f1") is f1_reward
-    assert get_reward_fn("math") is math_reward
-    assert get_reward_fn("format") is format_reward
+    assert get_reward_fn("exact_match").__wrapped__ is exact_match_reward
+    assert get_reward_fn("f1").__wrapped__ is f1_reward
+    assert get_reward_fn("math").__wrapped__ is math_reward
+    assert get_reward_fn("format").__wrapped__ is format_reward
 
 
 @pytest.mark.parametrize(
@@ -417,7 +417,7 @@ def test_builtin_names_cover_config():
     ],
 )
 def test_auto(data_source, expected):
-    assert get_reward_fn("auto", data_source) is expected
+    assert get_reward_fn("auto", data_source).__wrapped__ is expected
 
 
 def test_auto_needs_data_source():
@@ -541,3 +541,42 @@ def test_score_rollouts_scores_each_leaf_with_its_examples_reward():
     fn = get_reward_fn("random", random_p=0.5, seed=7)
     want = [[fn(leaf.text, ex.ground_truth) for leaf in r.leaves] for ex, r in zip(examples, rollouts)]
     assert rewards.score_rollouts("random", examples, rollouts, random_p=0.5, seed=7) == want
+
+
+# ----------------------------------------------------------------------------------------------------------
+# rewards passed as Python callables (arpo.train(reward=...)): two or three positional parameters
+
+
+def test_callable_reward_receives_the_example():
+    from arpo.envs.example import Example
+
+    seen = []
+
+    def by_unit(response, ground_truth, example):
+        seen.append(example)
+        return float(example.extra["unit"] in response)
+
+    ex = Example("u:1", ({"role": "user", "content": "q"},), ("3",), "units", {"unit": "km"})
+    fn = get_reward_fn(by_unit)
+    assert fn("3 km", ex.ground_truth, ex) == 1.0 and fn("3 m", ex.ground_truth, ex) == 0.0
+    assert seen == [ex, ex]
+
+
+def test_callable_reward_two_parameters_and_bool():
+    fn = get_reward_fn(lambda response, ground_truth: response in ground_truth)
+    assert fn("a", ("a",), None) == 1.0 and type(fn("a", ("a",), None)) is float
+
+
+@pytest.mark.parametrize("bad", [lambda response: 1.0, lambda a, b, c, d: 1.0])
+def test_callable_reward_wrong_signature_is_named(bad):
+    with pytest.raises(RewardError, match=r"must accept \(response, ground_truth\) or \(response, ground_truth, "
+                                          r"example\); its signature is"):
+        get_reward_fn(bad)
+
+
+def test_callable_reward_bad_value_is_named():
+    def half_broken(response, ground_truth, example):
+        return 2.0
+
+    with pytest.raises(RewardError, match=r"half_broken' returned 2\.0"):
+        get_reward_fn(half_broken)("r", ("g",), None)

@@ -48,6 +48,7 @@ __all__ = [
     "ToolsConfig",
     "TrainConfig",
     "add_config_args",
+    "as_config",
     "config_from_args",
     "config_from_dict",
     "config_to_dict",
@@ -774,6 +775,31 @@ def _read_yaml(path: str) -> Any:
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> ARPOConfig:
     """Defaults, then the YAML file at ``path`` (if any), then ``section.field=value`` overrides in order."""
     tree = _merge({}, _read_yaml(str(path)), f"{path}: ") if path is not None else {}
+    return _build(_apply_overrides(tree, overrides))
+
+
+def as_config(config: "ARPOConfig | dict | str | Path | None" = None,
+              overrides: "Sequence[str] | dict[str, Any]" = ()) -> ARPOConfig:
+    """A config from what a Python caller has: an ``ARPOConfig``, a ``{section: {field: value}}`` dict, a YAML
+    file path or None (the defaults); then ``overrides``, as ``"section.field=value"`` strings or a
+    ``{"section.field": value}`` dict (values as Python objects, not YAML text). Everything is validated."""
+    if isinstance(config, ARPOConfig):
+        tree = config_to_dict(config)
+    elif isinstance(config, dict):
+        tree = _merge({}, config, "")
+    elif isinstance(config, (str, Path)):
+        tree = _merge({}, _read_yaml(str(config)), f"{config}: ")
+    elif config is None:
+        tree = {}
+    else:
+        raise ConfigError(f"config: expected an ARPOConfig, a dict, a YAML path or None; got {_show(config)}")
+    if isinstance(overrides, dict):
+        for key, value in overrides.items():
+            section, dot, name = str(key).partition(".")
+            if not dot or not name or "." in name:
+                raise ConfigError(f"override key {key!r}: expected 'section.field' (e.g. 'rollout.M')")
+            _merge(tree, {section: {name: value}}, f"override {key!r}: ")
+        return _build(tree)
     return _build(_apply_overrides(tree, overrides))
 
 

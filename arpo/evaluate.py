@@ -39,7 +39,7 @@ def eval_rollout_config(cfg: RolloutConfig, n: int, greedy: bool) -> RolloutConf
     return dataclasses.replace(cfg, mode="grpo", M=n, N=n, top_k=1 if greedy else cfg.top_k)
 
 
-def evaluate(engine, toolbox, tokenizer, prompts: Sequence, rollout: RolloutConfig, reward: str, *, n: int = 1,
+def evaluate(engine, toolbox, tokenizer, prompts: Sequence, rollout: RolloutConfig, reward, *, n: int = 1,
              greedy: bool = True, seed: int = 0,
              progress: Callable[[int], None] | None = None) -> tuple[dict, list[dict]]:
     """Evaluate ``prompts`` (``arpo.envs.datasets.Prompt``s). ``progress(k)`` is called after each chunk of k

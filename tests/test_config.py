@@ -504,3 +504,54 @@ def test_integers_read_as_yaml_1_2(text, value):
 def test_sexagesimal_is_not_an_integer():
     with pytest.raises(ConfigError, match=r"rollout.M: expected int, got '1:00'"):
         load_config(None, ["rollout.M=1:00"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# tools.custom (a mapping) and as_config (the Python API's config forms)
+
+
+def test_tools_custom_is_a_checked_mapping():
+    from arpo.config import as_config
+
+    cfg = load_config(None, ["tools.custom={calc: mypkg.tools:make_calc}"])
+    assert cfg.tools.custom == {"calc": "mypkg.tools:make_calc"}
+    assert load_config(None, []).tools.custom == {}
+    assert as_config(dump_yaml_roundtrip(cfg)) == cfg
+    for override, message in [
+        ("tools.custom=[calc]", "tools.custom: expected mapping of str to str, got ['calc'] (list)"),
+        ("tools.custom={calc: 3}", "tools.custom.calc: expected str, got 3 (int)"),
+        ("tools.custom={calc: not-a-path}", "tools.custom.calc: must be an import path 'package.module:factory'"),
+        ("tools.custom={python: a.b:c}", "tools.custom.python: a tool name must be an identifier not in tools.enabled"),
+        ("tools.custom={a b: a.b:c}", "tools.custom.a b: a tool name must be an identifier"),
+        ("tools.custom_timeout_s=0", "tools.custom_timeout_s: must be finite and > 0"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(None, [override])
+
+
+def dump_yaml_roundtrip(cfg):
+    from arpo.config import _yaml_load, dump_yaml
+
+    return _yaml_load(dump_yaml(cfg))
+
+
+def test_as_config_forms(tmp_path):
+    from arpo.config import ARPOConfig, as_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("rollout:\n  M: 4\n  N: 2\n")
+    base = as_config(path)
+    assert (base.rollout.M, base.rollout.N) == (4, 2)
+    assert as_config({"rollout": {"M": 4, "N": 2}}) == base == as_config(base)
+    assert as_config() == ARPOConfig()
+    assert as_config(base, {"train.total_steps": 3}).train.total_steps == 3
+    assert as_config(base, ["train.total_steps=3"]).train.total_steps == 3
+    for config, overrides, message in [
+        (3, (), "config: expected an ARPOConfig, a dict, a YAML path or None; got 3 (int)"),
+        (None, {"trainsteps": 3}, "override key 'trainsteps': expected 'section.field'"),
+        (None, {"train.steps": 3}, "override 'train.steps': unknown key 'train.steps'"),
+        (None, {"rollout.M": "x"}, "rollout.M: expected int, got 'x' (str)"),
+        ({"rollout": {"Mx": 1}}, (), "unknown key 'rollout.Mx'"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            as_config(config, overrides)

@@ -76,7 +76,7 @@ def test_eval_dataset_files(tmp_path, _eval):
 
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "nope"], "data.test[0]: must be an embedded task"),
-    (["--model", "/nonexistent/model"], "cannot load a tokenizer"),
+    (["--model", "/nonexistent/model"], "'/nonexistent/model': no such directory"),
     (["--reward", "bogus"], "data.reward"),
     (["--n", "0"], "--n must be >= 1"),
 ])

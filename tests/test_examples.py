@@ -28,3 +28,33 @@ def test_kernels_in_a_plain_torch_loop(tmp_path):
     assert last > first + 0.1, (first, last)  # seeded CPU run: ~0.09 -> ~0.3 (chance is 1/16)
     state = torch.load(out / "policy.pt", weights_only=True)
     assert state["head.weight"].shape == (16, 64)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_custom_tool_and_reward_then_evaluate_the_checkpoint(tmp_path):
+    """(a) trains 2 steps with the user's calculator and reward on in-memory rows; (c) evaluates the checkpoint it
+    wrote on a user JSONL file."""
+    out = tmp_path / "calc"
+    r = _run("examples/custom_tool_and_reward.py", "--steps", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in records] == [1, 2]
+    assert all(0.0 <= x["reward_mean"] <= 1.0 for x in records)
+    checkpoint = out / "checkpoints" / "step_000002"
+    assert (checkpoint / "manifest.json").is_file() and (checkpoint / "policy" / "model.safetensors").is_file()
+    config = (out / "config.yaml").read_text()
+    assert f"train: [{out / 'data' / 'train.jsonl'}]" in config  # the in-memory rows, written for the record
+    assert "reward: __main__:partial_credit" in config
+    assert len((out / "data" / "train.jsonl").read_text().splitlines()) == 256
+
+    ev = tmp_path / "eval"
+    r = _run("examples/evaluate_your_jsonl.py", "--model", str(checkpoint / "policy"), "--out", str(ev))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((ev / "summary.json").read_text())
+    assert summary["questions"] == 3 and summary["model"] == str(checkpoint / "policy")
+    samples = [json.loads(line) for line in (ev / "samples.jsonl").read_text().splitlines()]
+    assert [s["ground_truth"] for s in samples] == [["112936"], ["86081"], ["96979", "96,979"]]
+    assert "accuracy" in r.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -41,9 +42,11 @@ def run_eval(cfg: ARPOConfig, model_path: str, **kwargs) -> dict:
 
 def eval_records(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: float | None = None, limit: int = 0,
                  out_dir: str | Path | None = None, seed: int = 0, model=None, tokenizer=None,
-                 quiet: bool | None = None) -> tuple[dict, list[dict]]:
+                 quiet: bool | None = None, tools: Mapping[str, Callable] | None = None,
+                 reward: Callable | None = None) -> tuple[dict, list[dict]]:
     """Evaluate ``model_path`` (or an already loaded ``model``/``tokenizer``) on ``cfg.data.test``; returns the
-    summary and the per-question records (see ``arpo.evaluate``) and writes them to ``out_dir`` when given."""
+    summary and the per-question records (see ``arpo.evaluate``) and writes them to ``out_dir`` when given.
+    ``tools`` (user tools beside cfg.tools) and ``reward`` (instead of data.reward): as ``arpo.Trainer``'s."""
     from tqdm import tqdm
 
     from ..engines.hf import HFEngine
@@ -53,14 +56,15 @@ def eval_records(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: f
         raise ValueError(f"--n must be >= 1, got {n}")
     if model is None:
         model, tokenizer = load_policy(model_path, cfg)
-    prompts = load_prompts(cfg, tokenizer, "test", limit=limit, no_bar=True if quiet else None)
     greedy = n == 1 and temperature is None
     rollout = dataclasses.replace(cfg.rollout, temperature=temperature or cfg.rollout.temperature)
     engine = HFEngine(model, tokenizer, token_budget=cfg.rollout.token_budget, seed=seed)
-    with make_toolbox(cfg.tools, cfg.rollout.max_tool_calls) as box, \
-            tqdm(total=len(prompts), desc="eval", unit="q", leave=False, disable=True if quiet else None) as bar:
-        summary, records = evaluate(engine, box, tokenizer, prompts, rollout, cfg.data.reward, n=n, greedy=greedy,
-                                    seed=seed, progress=bar.update)
+    with make_toolbox(cfg.tools, cfg.rollout.max_tool_calls, extra=tools) as box:
+        prompts = load_prompts(cfg, tokenizer, "test", tools=box.specs, limit=limit, no_bar=True if quiet else None)
+        with tqdm(total=len(prompts), desc="eval", unit="q", leave=False, disable=True if quiet else None) as bar:
+            summary, records = evaluate(engine, box, tokenizer, prompts, rollout,
+                                        cfg.data.reward if reward is None else reward, n=n, greedy=greedy, seed=seed,
+                                        progress=bar.update)
     summary.update(model=str(model_path), n=n, greedy=greedy, temperature=None if greedy else rollout.temperature)
     if out_dir is not None:
         write_outputs(Path(out_dir), summary, records)

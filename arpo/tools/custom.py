@@ -12,7 +12,7 @@
 The description the model reads comes from ``description=``, else ``fn.description``, else the first line of
 ``fn``'s docstring; a tool with none of them is an error (the model could not know what it does). The argument
 name (``<name>argument</name>``, the key of JSON ``arguments``) comes from ``argument=``, else ``fn.argument``,
-else ``"query"``.
+else the name of ``fn``'s first parameter, else ``"query"``.
 
 ``load_factory("package.module:factory")`` imports a factory for ``tools.custom``: called with no arguments,
 it returns the tool callable.
@@ -20,6 +20,7 @@ it returns the tool callable.
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -85,7 +86,7 @@ def custom_tool(name: str, fn: Callable, *, description: str | None = None, argu
         raise CustomToolError(f"tool {name!r}: no description; give {getattr(fn, '__name__', 'it')} a docstring, a "
                               "`description` attribute or pass description=... (the model reads it)")
     try:
-        spec = ToolSpec(name, description, argument or getattr(fn, "argument", None) or "query")
+        spec = ToolSpec(name, description, argument or getattr(fn, "argument", None) or _first_parameter(fn))
     except ValueError as err:
         raise CustomToolError(str(err)) from None
     return CustomTool(spec, fn, timeout_s=float(timeout_s), max_output_bytes=max_output_bytes)
@@ -103,6 +104,15 @@ def load_factory(path: str) -> Callable:
     if not callable(factory):
         raise CustomToolError(f"tool factory {path!r} is not callable (it is a {type(factory).__name__})")
     return factory()
+
+
+def _first_parameter(fn: Callable) -> str:
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin without a signature
+        return "query"
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return positional[0].name if positional else "query"
 
 
 def _first_line(doc: str | None) -> str:

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import signal
 import sys
 import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +32,9 @@ import torch
 from tqdm import tqdm
 
 from ..algos.advantages import get_estimator
-from ..config import ARPOConfig, ConfigError, config_to_dict, dump_yaml
+from ..config import ARPOConfig, ConfigError, as_config, config_to_dict, dump_yaml
 from ..envs import rewards as rewards_mod
+from ..envs.datasets import load_rows, write_jsonl
 from ..evaluate import evaluate
 from ..models import load_causal_lm, load_tokenizer, pick_device
 from ..rollout.sampler import Rollout, Sampler
@@ -50,15 +55,37 @@ def step_seed(seed: int, step: int, rank: int, purpose: int = 0) -> int:
 
 
 class Trainer:
-    """Set up a run from ``cfg`` (resuming from ``resume``: a checkpoint directory, or "latest" for the newest
-    one in train.output_dir), then ``train()``."""
+    """An ARPO / GRPO training run: set it up, then ``train()``.
 
-    def __init__(self, cfg: ARPOConfig, *, resume: str | None = None, progress: bool | None = None):
+    ``config``: an ``ARPOConfig``, a ``{section: {field: value}}`` dict, a YAML path or None (defaults), then
+    ``overrides`` (``["rollout.M=8"]`` or ``{"rollout.M": 8}``); see ``arpo.config.as_config``.
+    ``tools``: user tools beside ``tools.enabled`` / ``tools.custom``: name -> callable ``(query: str) -> str |
+    ToolResult`` (its docstring or ``description`` is what the model reads; see ``arpo.tools.custom``).
+    ``reward``: a callable ``(response, ground_truth[, example]) -> float in [0, 1]`` used instead of
+    ``data.reward``. ``train_data`` / ``test_data``: rows (a list of dicts or a Hugging Face ``datasets.Dataset``;
+    ``{question, answer}`` or ARPO rows) used instead of ``data.train`` / ``data.test``: they are written to
+    ``train.output_dir/data/{train,test}.jsonl`` and the run's config.yaml names those files.
+    ``resume``: a checkpoint directory, or "latest" for the newest intact one in train.output_dir.
+    ``progress``: tqdm bars (None: only on a terminal).
+
+    After ``train()``: ``final_step``, ``interrupted``, ``last_metrics`` (the last step's metrics) and ``run_dir``.
+    """
+
+    def __init__(self, config: ARPOConfig | dict | str | Path | None = None, *,
+                 overrides: Sequence[str] | dict[str, Any] = (), tools: Mapping[str, Callable] | None = None,
+                 reward: Callable | None = None, train_data: Iterable | None = None, test_data: Iterable | None = None,
+                 resume: str | None = None, progress: bool | None = None):
+        cfg = as_config(config, overrides)
+        if reward is not None:
+            cfg = _with_reward_name(cfg, reward)
         self.cfg = cfg
+        self.reward = cfg.data.reward if reward is None else reward
         self.progress = progress
         self.dist = self._init_dist()
         self.run_dir = Path(cfg.train.output_dir)
         checkpoint = self._resume_path(resume)
+        if train_data is not None or test_data is not None:
+            self.cfg = cfg = self._in_memory_data(train_data, test_data)
         self.deterministic = set_deterministic(cfg.train.deterministic, self.dist.device)
         torch.manual_seed(cfg.train.seed)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
@@ -70,10 +97,11 @@ class Trainer:
         self.opt = self._make_backend(PolicyLogprobs(model, temperature=cfg.rollout.temperature,
                                                      backend=cfg.train.kernel_backend))
         self.ref = self._make_reference()
-        self.toolbox = make_toolbox(cfg.tools, cfg.rollout.max_tool_calls)
-        self.train_prompts = load_prompts(cfg, self.tokenizer, "train", no_bar=self._no_bars)
-        self.test_prompts = (load_prompts(cfg, self.tokenizer, "test", limit=cfg.train.eval_limit, no_bar=self._no_bars)
-                             if cfg.train.eval_every > 0 else [])
+        self.toolbox = make_toolbox(cfg.tools, cfg.rollout.max_tool_calls, extra=tools)
+        specs = self.toolbox.specs
+        self.train_prompts = load_prompts(cfg, self.tokenizer, "train", tools=specs, no_bar=self._no_bars)
+        self.test_prompts = (load_prompts(cfg, self.tokenizer, "test", tools=specs, limit=cfg.train.eval_limit,
+                                          no_bar=self._no_bars) if cfg.train.eval_every > 0 else [])
         self.start_step = self._restore(checkpoint) if checkpoint else 0
         self.logger = None
         if self.dist.is_main:
@@ -83,6 +111,7 @@ class Trainer:
         self._stop: int | None = None
         self.final_step = self.start_step  # the last step trained (and checkpointed) by train()
         self.interrupted = False  # train() stopped early on SIGINT/SIGTERM
+        self.last_metrics: dict = {}  # the metrics of the last step train() ran
         if self._uses_math_reward():
             rewards_mod.warm_up()  # start the math-verify workers now, not inside the first step's timing
 
@@ -95,10 +124,22 @@ class Trainer:
         return None if self.progress is None else False
 
     def _uses_math_reward(self) -> bool:
-        if self.cfg.data.reward != "auto":
-            return self.cfg.data.reward == "math"
+        if self.reward != "auto":
+            return self.reward == "math"
         sources = {p.example.data_source for p in self.train_prompts + self.test_prompts}
         return any(rewards_mod.auto_reward_name(s) == "math" for s in sources)
+
+    def _in_memory_data(self, train_data: Iterable | None, test_data: Iterable | None) -> ARPOConfig:
+        """The config with data.train / data.test replaced by the given rows, written to run_dir/data/ (rank 0)."""
+        data = self.cfg.data
+        for split, rows in (("train", train_data), ("test", test_data)):
+            if rows is None:
+                continue
+            examples = load_rows(rows, f"{split}_data")
+            path = self.run_dir / "data" / f"{split}.jsonl"
+            self.dist.on_main(lambda: str(write_jsonl(examples, path)))
+            data = dataclasses.replace(data, **{split: [str(path)]})
+        return dataclasses.replace(self.cfg, data=data)
 
     def _init_dist(self) -> Dist:
         rank, world, local = launched_ranks()
@@ -187,6 +228,7 @@ class Trainer:
                 if t.eval_every > 0 and (step % t.eval_every == 0 or step == t.total_steps):
                     metrics.update(self._evaluate(step))
                 self._log(metrics)
+                self.last_metrics = metrics
                 bar.update(1)
                 stop = self.dist.any(self._stop is not None)
                 if stop or step == t.total_steps or (t.save_every > 0 and step % t.save_every == 0):
@@ -241,7 +283,7 @@ class Trainer:
         """Leaf rewards into the trees. ``zero_adv_groups``: the fraction of prompts whose M rewards are all
         equal (their group baseline leaves no learning signal)."""
         rewards, flat_groups = [], 0
-        groups = rewards_mod.score_rollouts(self.cfg.data.reward, [p.example for p in prompts], rollouts,
+        groups = rewards_mod.score_rollouts(self.reward, [p.example for p in prompts], rollouts,
                                             random_p=self.cfg.data.random_reward_p, seed=self.cfg.train.seed)
         for r, group in zip(rollouts, groups):
             for leaf, value in zip(r.leaves, group):
@@ -297,7 +339,7 @@ class Trainer:
             with tqdm(total=len(self.test_prompts), desc=f"eval @ {step}", unit="q", leave=False,
                       disable=self._no_bars) as bar:
                 summary, records = evaluate(self.engine, self.toolbox, self.tokenizer, self.test_prompts,
-                                            self.cfg.rollout, self.cfg.data.reward, seed=self.cfg.train.seed,
+                                            self.cfg.rollout, self.reward, seed=self.cfg.train.seed,
                                             progress=bar.update)
             _write_jsonl(self.run_dir / "eval" / f"step_{step:06d}.jsonl", records)
             out = {f"eval_{k}": v for k, v in summary.items() if isinstance(v, (int, float))}
@@ -369,6 +411,21 @@ class Trainer:
         finally:
             for s, h in previous.items():
                 signal.signal(s, h)
+
+
+def _with_reward_name(cfg: ARPOConfig, reward: Callable) -> ARPOConfig:
+    """``cfg`` whose data.reward names ``reward`` when it has an import path (so config.yaml says what scored the
+    run); a lambda or a nested function has none, and config.yaml then keeps data.reward with a warning."""
+    path = f"{getattr(reward, '__module__', '')}:{getattr(reward, '__qualname__', '')}"
+    if not callable(reward):
+        raise ConfigError(f"reward: expected a callable (response, ground_truth[, example]) -> float, "
+                          f"got {type(reward).__name__}")
+    try:
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, reward=path))
+    except ConfigError:
+        warnings.warn(f"reward {path!r} has no import path; config.yaml records data.reward = "
+                      f"{cfg.data.reward!r}, which is not what scores this run", stacklevel=3)
+        return cfg
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

@@ -253,3 +253,34 @@ def test_training_seed_never_changes_the_questions(tmp_path):
     a = load_prompts(tiny(tmp_path / "a", "train.seed=0", "data.train=[kbqa]"), tok, "train", limit=5, no_bar=True)
     b = load_prompts(tiny(tmp_path / "b", "train.seed=7", "data.train=[kbqa]"), tok, "train", limit=5, no_bar=True)
     assert [p.example.question for p in a] == [p.example.question for p in b]
+
+
+def test_python_api_with_user_tool_reward_and_rows(tmp_path):
+    """arpo.Trainer from a dict config with in-memory rows, a user tool that fails on every other call and returns
+    non-text on others, and a lambda reward: the run trains, evaluates and records what it can."""
+    import arpo
+
+    calls = []
+
+    def flaky(code: str):
+        """runs code (badly)."""
+        calls.append(code)
+        if len(calls) % 3 == 1:
+            raise RuntimeError("tool bug")
+        return None if len(calls) % 3 == 2 else "42"
+
+    rows = [{"question": f"What is {a} * 3?", "answer": str(3 * a)} for a in range(100, 108)]
+    config = {"data": {"max_prompt_tokens": 200}, "tools": {"enabled": []},
+              "rollout": {"M": 4, "N": 2, "max_response_tokens": 64, "token_budget": 4096},
+              "train": {"output_dir": str(tmp_path / "run"), "total_steps": 1, "batch_size": 2, "mini_batch_size": 2,
+                        "micro_batch_tokens": 1024, "eval_every": 1, "save_every": 0}}
+    with pytest.warns(UserWarning, match="has no import path"):
+        trainer = arpo.Trainer(config, tools={"python": flaky}, reward=lambda response, truth, example: 0.5,
+                               train_data=rows, test_data=rows[:2], progress=False)
+    assert trainer.train() == 0
+    assert trainer.final_step == 1 and trainer.last_metrics["reward_mean"] == 0.5
+    run = tmp_path / "run"
+    assert (run / "data" / "train.jsonl").is_file() and len((run / "eval" / "step_000001.jsonl").read_text().splitlines()) == 2
+    assert f"test: [{run / 'data' / 'test.jsonl'}]" in (run / "config.yaml").read_text()
+    prompt = trainer.tokenizer.decode(trainer.train_prompts[0].ids)
+    assert "<python>code</python> runs code (badly)." in prompt  # the user's docstring is what the model reads

@@ -9,6 +9,12 @@ call). The demo agent was fine-tuned to write ``<python>print(...)</python>``, s
 the user's code. Its docstring is the line the system prompt shows the model. The reward is the user's too:
 1 for the exact number, 0.5 within 1 %, else 0, reading the row's own ``answer`` through ``example``.
 The training rows are made here, in memory (a list of dicts: no dataset file needed).
+
+Measured once (seed 0, 2-core CPU, ~10 min with other work running): the calculator's description changes the
+system prompt the demo agent was fine-tuned with, and at first it almost never gets an answer right; on 200
+questions drawn with another seed (none of them in the training rows), 4 samples each at temperature 1, pass@1
+went from 0.015 ± 0.005 (the demo agent) to 0.665 ± 0.030 after 20 steps, with the calculator called on every
+path. One seed and no control run: an illustration, not a study (`arpo compare` runs those).
 """
 from __future__ import annotations
 

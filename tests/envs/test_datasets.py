@@ -1,6 +1,7 @@
 """Dataset loaders (ARPO/verl parquet, JSONL), their error messages, and build_prompt with a tiny offline
 chat tokenizer."""
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -293,3 +294,39 @@ def test_build_prompt_without_chat_template(tokenizer):
     plain.name_or_path = "tiny-base-model"
     with pytest.raises(ValueError, match="tokenizer 'tiny-base-model' has no chat template"):
         build_prompt(plain, qa_example(), tools=[])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# in-memory rows (arpo.Trainer's train_data / test_data)
+
+
+def test_rows_from_a_list_and_a_hugging_face_dataset_agree(tmp_path):
+    from datasets import Dataset
+
+    from arpo.envs.datasets import load_jsonl, load_rows, write_jsonl
+
+    rows = [{"question": "1+1?", "answer": ["2"], "unit": "apples"},  # a Dataset column has one type
+            {"question": "2+2?", "answer": ["4", "four"], "unit": "pears"}]
+    plain = load_rows(rows, "mine")
+    assert plain == load_rows(Dataset.from_list(rows), "mine")
+    assert load_rows([{"question": "1+1?", "answer": 2}], "mine")[0].ground_truth == ("2",)
+    assert [e.uid for e in plain] == ["mine:0", "mine:1"] and plain[1].ground_truth == ("4", "four")
+    assert plain[0].extra == {"unit": "apples"} and plain[0].data_source == "mine"
+    back = load_jsonl(write_jsonl(plain, tmp_path / "d" / "rows.jsonl"))
+    assert [(e.messages, e.ground_truth, e.data_source, e.extra) for e in back] == \
+        [(e.messages, e.ground_truth, e.data_source, e.extra) for e in plain]
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([], "mine: no rows"),
+    ([{"question": "q"}], "mine: row 0: field 'answer': missing or null"),
+    ([{"question": "q", "answer": "a"}, "text"], "mine: row 1: expected a JSON object"),
+    ({"question": "q", "answer": "a"}, "mine: expected an iterable of rows"),
+    ("rows.jsonl", "mine: expected an iterable of rows"),
+    (42, "mine: expected an iterable of rows"),
+])
+def test_bad_rows_are_named(rows, message):
+    from arpo.envs.datasets import load_rows
+
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        load_rows(rows, "mine")

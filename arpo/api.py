@@ -34,7 +34,7 @@ from typing import Any
 
 from .cli.eval import eval_records
 from .config import ARPOConfig, ConfigError, as_config, load_config
-from .envs.datasets import load_rows, write_jsonl
+from .envs.datasets import dataset_entries, load_rows, write_jsonl
 from .tools.base import ToolResult, ToolSpec
 from .tools.custom import custom_tool
 from .train.trainer import Trainer
@@ -59,16 +59,8 @@ def evaluate_checkpoint(model: str | Path, data: str | Path | Iterable[Mapping] 
     """
     cfg = as_config(config, overrides)
     with tempfile.TemporaryDirectory(prefix="arpo-eval-") as tmp:
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test=_test_entries(data, Path(tmp))))
+        entries = dataset_entries(data) or [str(write_jsonl(load_rows(data, "data"), Path(tmp) / "data.jsonl"))]
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test=entries))
         summary, _ = eval_records(cfg, str(model), n=n, temperature=temperature, limit=limit, out_dir=out_dir,
                                   seed=seed, quiet=quiet, tools=tools, reward=reward)
     return summary
-
-
-def _test_entries(data, tmp: Path) -> list[str]:
-    """``data.test`` entries for ``data``: names and paths as they are; rows written to a JSONL file in ``tmp``."""
-    if isinstance(data, (str, Path)):
-        return [str(data)]
-    if isinstance(data, (list, tuple)) and data and all(isinstance(d, (str, Path)) for d in data):
-        return [str(d) for d in data]
-    return [str(write_jsonl(load_rows(data, "data"), tmp / "data.jsonl"))]

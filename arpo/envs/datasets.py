@@ -36,7 +36,7 @@ from arpo.envs.prompts import system_prompt
 from arpo.tools.base import ToolSpec
 
 __all__ = ["DatasetError", "Prompt", "build_prompt", "load_dataset", "load_jsonl", "load_parquet",
-           "load_prompts", "load_rows", "write_jsonl"]
+           "dataset_entries", "load_prompts", "load_rows", "write_jsonl"]
 
 
 class DatasetError(ValueError):
@@ -214,6 +214,16 @@ def load_rows(rows: Iterable[Any], name: str = "rows") -> list[Example]:
         except _RowError as err:
             raise DatasetError(f"{name}: row {i}: {err}") from None
     return _non_empty(examples, Path(name))
+
+
+def dataset_entries(data: Any) -> list[str] | None:
+    """``data`` as ``data.train`` / ``data.test`` entries when it names files or tasks (a path, a name, or a
+    non-empty list of them), else None (it is rows, for ``load_rows``)."""
+    if isinstance(data, (str, Path)):
+        return [str(data)]
+    if isinstance(data, (list, tuple)) and data and all(isinstance(d, (str, Path)) for d in data):
+        return [str(d) for d in data]
+    return None
 
 
 def write_jsonl(examples: Sequence[Example], path: str | Path) -> Path:

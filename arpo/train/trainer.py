@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..algos.advantages import get_estimator
 from ..config import ARPOConfig, ConfigError, as_config, config_to_dict, dump_yaml
 from ..envs import rewards as rewards_mod
-from ..envs.datasets import load_rows, write_jsonl
+from ..envs.datasets import dataset_entries, load_rows, write_jsonl
 from ..evaluate import evaluate
 from ..models import load_causal_lm, load_tokenizer, pick_device
 from ..rollout.sampler import Rollout, Sampler
@@ -62,9 +62,10 @@ class Trainer:
     ``tools``: user tools beside ``tools.enabled`` / ``tools.custom``: name -> callable ``(query: str) -> str |
     ToolResult`` (its docstring or ``description`` is what the model reads; see ``arpo.tools.custom``).
     ``reward``: a callable ``(response, ground_truth[, example]) -> float in [0, 1]`` used instead of
-    ``data.reward``. ``train_data`` / ``test_data``: rows (a list of dicts or a Hugging Face ``datasets.Dataset``;
-    ``{question, answer}`` or ARPO rows) used instead of ``data.train`` / ``data.test``: they are written to
-    ``train.output_dir/data/{train,test}.jsonl`` and the run's config.yaml names those files.
+    ``data.reward``. ``train_data`` / ``test_data``: used instead of ``data.train`` / ``data.test``: dataset files
+    or embedded task names (a path or a list), or rows (a list of dicts or a Hugging Face ``datasets.Dataset``;
+    ``{question, answer}`` or ARPO rows), which are written to ``train.output_dir/data/{train,test}.jsonl`` so that
+    the run's config.yaml names what it trained on.
     ``resume``: a checkpoint directory, or "latest" for the newest intact one in train.output_dir.
     ``progress``: tqdm bars (None: only on a terminal).
 
@@ -129,16 +130,20 @@ class Trainer:
         sources = {p.example.data_source for p in self.train_prompts + self.test_prompts}
         return any(rewards_mod.auto_reward_name(s) == "math" for s in sources)
 
-    def _in_memory_data(self, train_data: Iterable | None, test_data: Iterable | None) -> ARPOConfig:
-        """The config with data.train / data.test replaced by the given rows, written to run_dir/data/ (rank 0)."""
+    def _in_memory_data(self, train_data, test_data) -> ARPOConfig:
+        """The config with data.train / data.test replaced: a file path or task name (or a list of them) as it is,
+        rows written to run_dir/data/{split}.jsonl (by rank 0) and named."""
         data = self.cfg.data
-        for split, rows in (("train", train_data), ("test", test_data)):
-            if rows is None:
+        for split, given in (("train", train_data), ("test", test_data)):
+            if given is None:
                 continue
-            examples = load_rows(rows, f"{split}_data")
-            path = self.run_dir / "data" / f"{split}.jsonl"
-            self.dist.on_main(lambda: str(write_jsonl(examples, path)))
-            data = dataclasses.replace(data, **{split: [str(path)]})
+            entries = dataset_entries(given)
+            if entries is None:
+                examples = load_rows(given, f"{split}_data")
+                path = self.run_dir / "data" / f"{split}.jsonl"
+                self.dist.on_main(lambda: str(write_jsonl(examples, path)))
+                entries = [str(path)]
+            data = dataclasses.replace(data, **{split: entries})
         return dataclasses.replace(self.cfg, data=data)
 
     def _init_dist(self) -> Dist:

@@ -330,3 +330,13 @@ def test_bad_rows_are_named(rows, message):
 
     with pytest.raises(DatasetError, match=re.escape(message)):
         load_rows(rows, "mine")
+
+
+def test_dataset_entries_tells_names_from_rows(tmp_path):
+    from arpo.envs.datasets import dataset_entries
+
+    assert dataset_entries("arith") == ["arith"]
+    assert dataset_entries(tmp_path / "a.jsonl") == [str(tmp_path / "a.jsonl")]
+    assert dataset_entries(["arith", tmp_path / "a.jsonl"]) == ["arith", str(tmp_path / "a.jsonl")]
+    assert dataset_entries([{"question": "q", "answer": "a"}]) is None
+    assert dataset_entries([]) is None  # no names: load_rows says "no rows"

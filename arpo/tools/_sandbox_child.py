@@ -1,14 +1,22 @@
-"""The sandbox's wrapper process (see ``python_sandbox``): the host runs this file by path as
-``python -I -S _sandbox_child.py FD`` in the call's working directory, with a scrubbed environment, the JSON config on
-stdin and the status pipe's fd as argv[1]. It joins the call's cgroup, unshares the namespaces and forks the
-init, which isolates the filesystem, drops privileges, sets the rlimits, checks the isolation policy and execs
-the snippet.
+"""The sandbox's zygote (see ``python_sandbox``): the host runs this file by path, once per sandbox, as
+``python -IB -Xutf8 _sandbox_child.py FD`` (the snippet's interpreter flags) with a scrubbed environment, stdin,
+stdout and stderr on /dev/null and FD one end of a Unix SEQPACKET socket pair. Per call the host sends one message
+on it: the call's JSON config with three descriptors (a reply socket, the output pipe, the status pipe). The
+zygote forks the call's wrapper, which moves into its own session, joins the call's cgroup, unshares the
+namespaces and forks the init, which isolates the filesystem, drops privileges, sets the rlimits, checks the
+isolation policy and runs the snippet in its own (forked, already started) interpreter.
 
-Standard library only, nothing of ``arpo``: it runs in an isolated interpreter (``-I -S``: no site-packages,
-no environment variables, no user site) where ``arpo`` is not importable. The source ends with the bare
-``main()`` call (tests insert code before it); imported as a module, it does nothing.
+The zygote never runs model code, never sees the code (only paths and descriptors) and holds nothing the snippet
+may not see: it is forked for every call, so its memory is the snippet's to read. It writes the wrapper's pid on
+the reply socket, then its return code once it exits (a zombie until then, so the host can kill its process
+group by number), and reaps it when the host closes the reply socket. It exits, killing every wrapper, when the
+host closes the socket pair or dies.
+
+Standard library only, nothing of ``arpo``: it runs in an isolated interpreter where ``arpo`` need not be
+importable. The source ends with the bare ``main()`` call (tests insert code before it); imported as a module,
+it does nothing.
 """
-import ctypes, json, os, re, resource, signal, sys, traceback
+import ctypes, json, os, posix, re, resource, select, signal, socket, sys, traceback
 
 NEWNS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 NAMESPACES = ((NEWNS, "mnt"), (NEWPID, "pid"), (NEWNET, "net"), (NEWIPC, "ipc"))
@@ -16,7 +24,7 @@ RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 409
 KEEP = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21,
         "strictatime": 1 << 24}
 libc = ctypes.CDLL(None, use_errno=True)
-cfg, status, root = {}, -1, False  # set by main(): config (stdin), status pipe (argv[1]), host is root
+cfg, status, root = {}, 3, False  # set per call: config, status pipe (fd 3 in the wrapper), host is root
 
 
 def report(*tokens):
@@ -118,7 +126,7 @@ def isolate_fs(workdir, uid):
 
 
 def init(workdir, uid, own_mounts, tokens):
-    """PID 1 of the new namespace (or a plain child): isolate what the kernel allows, check the policy, exec
+    """PID 1 of the new namespace (or a plain child): isolate what the kernel allows, check the policy, run
     the snippet. `uid` is the call's own uid when the host is root outside a user namespace, else our own."""
     fs = own_mounts and isolate_fs(workdir, uid)
     for cap in range(64):
@@ -143,20 +151,55 @@ def init(workdir, uid, own_mounts, tokens):
                        (resource.RLIMIT_FSIZE, cfg["max_file_bytes"]),
                        (resource.RLIMIT_NPROC, cfg["max_processes"] or (64 if "cgroup" in tokens else 16))):
         resource.setrlimit(res, (value, value))
-    os.execve(cfg["python"], [cfg["python"], "-I", "-B", "-X", "utf8", cfg["snippet"]], os.environ)
+    drop_capabilities()
+    os.close(status)  # the snippet must not write isolation tokens
+    run_snippet()
 
 
-def main():
-    global cfg, status, root
-    if __name__ != "__main__":
-        return  # imported (arpo.tools._sandbox_child), not run as the wrapper: do nothing
-    cfg, status = json.load(sys.stdin), int(sys.argv[1])
-    root = os.getuid() == 0
-    os.set_inheritable(status, False)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the host thread that started us
-    if os.getppid() != cfg["host_pid"]:
-        os._exit(125)  # the host is already gone
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+def drop_capabilities():
+    """Empty effective, permitted, inheritable and ambient sets: what the exec of a snippet with an empty
+    bounding set used to give uid 0 in a user namespace (a uid other than 0 has none left already)."""
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "capset")
+
+
+def run_snippet():
+    """Run snippet.py as `python -I -B -X utf8 snippet.py` would in this (already started) interpreter: the
+    interpreter's own file runner with a fresh __main__ and argv, then its own exit (threads joined, atexit
+    handlers, streams flushed; SystemExit and tracebacks exactly as for a script). Never returns."""
+    path = os.path.abspath(cfg["snippet"]).encode()
+    sys.argv[:] = [cfg["snippet"]]
+    sys.orig_argv[:] = [cfg["python"], "-I", "-B", "-X", "utf8", cfg["snippet"]]
+    main = type(sys)("__main__")
+    main.__builtins__, main.__annotations__ = sys.modules["builtins"], {}
+    sys.modules["__main__"] = main
+    libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, (ctypes.c_char_p, ctypes.c_char_p)
+    run = ctypes.pythonapi.PyRun_SimpleFileExFlags
+    run.argtypes, run.restype = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p), ctypes.c_int
+    fp = libc.fopen(path, b"rb")
+    if not fp:
+        print(f"{cfg['python']}: can't open file {path.decode()!r}", file=sys.stderr)
+        code = 2
+    else:
+        code = 1 if run(fp, path, 1, None) else 0
+    ctypes.pythonapi.Py_Exit(code)
+
+
+def wrapper(zygote):
+    """The call's wrapper, forked by the zygote with fds 0 (/dev/null), 1 and 2 (output) and 3 (status):
+    own session, the call's directory and environment, cgroup, namespaces, then the init; dies like it."""
+    os.setsid()
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
+    if os.getppid() != zygote:
+        os._exit(125)  # the zygote is already gone
+    os.chdir(cfg["workdir"])
+    os.environ.clear()
+    os.environ.update(cfg["env"])
+    posix.environ.clear()  # what os.environ was made from: the call's too
+    posix.environ.update((k.encode(), v.encode()) for k, v in cfg["env"].items())
     tokens = {"cgroup"} if join_cgroup() else set()
     namespaces = unshare()
     tokens |= namespaces - {"mnt"}
@@ -177,6 +220,106 @@ def main():
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(wait) & 0xFF)
+
+
+class Zygote:
+    """The zygote's loop: fork a wrapper per request, report its pid and return code, reap it when told."""
+
+    def __init__(self, ctl):
+        self.ctl, self.parent, self.pid = ctl, os.getppid(), os.getpid()
+        self.poll = select.epoll()
+        self.poll.register(ctl.fileno(), select.EPOLLIN)
+        self.calls = {}  # reply fd and pidfd -> [pid, pidfd, reply fd]
+
+    def serve(self):
+        while True:
+            events = self.poll.poll(1.0)
+            if os.getppid() != self.parent:
+                self.stop()  # the host died (and a fork of it still holds the socket)
+            for fd, _ in events:
+                if fd == self.ctl.fileno():
+                    self.request()
+                elif (call := self.calls.get(fd)) and fd == call[1]:
+                    self.exited(call)
+                elif call:
+                    self.release(call)
+
+    def request(self):
+        msg, fds, _, _ = socket.recv_fds(self.ctl, 1 << 16, 3)
+        if not msg:
+            self.stop()  # the host closed the socket pair or died
+        reply, out, status_w = fds
+        pid = os.fork()
+        if pid == 0:
+            self.become_wrapper(json.loads(msg), out, status_w)
+        os.close(out)
+        os.close(status_w)
+        call = [pid, os.pidfd_open(pid), reply]
+        self.calls[reply] = self.calls[call[1]] = call
+        self.poll.register(reply, select.EPOLLIN)
+        self.poll.register(call[1], select.EPOLLIN)
+        try:
+            os.write(reply, b"%d" % pid)
+        except OSError:
+            self.release(call)  # the host gave up on the call already
+
+    def become_wrapper(self, config, out, status_w):
+        global cfg, root
+        try:
+            self.poll.close()
+            self.ctl.close()
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            if status_w != status:
+                os.dup2(status_w, status)
+            os.set_inheritable(status, False)
+            os.closerange(status + 1, 1 << 20)  # other calls' descriptors, the socket pair's
+            cfg, root = config, os.getuid() == 0
+            wrapper(self.pid)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(126)
+
+    def exited(self, call):
+        """Report the wrapper's return code; it stays a zombie (its pid and group id reserved) until released."""
+        self.poll.unregister(call[1])
+        info = os.waitid(os.P_PIDFD, call[1], os.WEXITED | os.WNOWAIT)
+        code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        try:
+            os.write(call[2], b"exit %d" % code)
+        except OSError:
+            pass  # the host gave up on the call: released below
+
+    def release(self, call):
+        """The host is done with the call: kill the wrapper if still running, reap it, forget it."""
+        pid, pidfd, reply = call
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        for fd in (pidfd, reply):
+            if fd in self.calls:
+                try:
+                    self.poll.unregister(fd)
+                except (KeyError, OSError):
+                    pass
+                del self.calls[fd]
+                os.close(fd)
+
+    def stop(self):
+        for pid, pidfd, _ in list(self.calls.values()):
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(0)
+
+
+def main():
+    if __name__ != "__main__":
+        return  # imported (arpo.tools._sandbox_child), not run as the zygote: do nothing
+    Zygote(socket.socket(fileno=int(sys.argv[1]))).serve()
 
 
 main()

@@ -86,8 +86,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 
 from arpo.tools.base import BUILTIN_SPECS, ToolResult, truncate_utf8
@@ -145,6 +148,8 @@ class PythonSandbox:
                         "max_file_bytes": max_file_bytes}
         self.last_isolation: frozenset[str] = frozenset()
         self._warned = False
+        self._lock = threading.Lock()
+        self._zygote: _Zygote | None = None
 
     def __call__(self, code: str) -> ToolResult:
         start = time.monotonic()
@@ -166,54 +171,73 @@ class PythonSandbox:
             return ToolResult(_UNAVAILABLE.format(_lacking(tokens)), False, time.monotonic() - start)
         return self._result(head, returncode, time.monotonic() - start)
 
+    def close(self) -> None:
+        """Stop the warm zygote (a later call starts a new one)."""
+        with self._lock:
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.stop()
+
     def _execute(self, workdir: str, deadline: float, cgroup: _Cgroup | None
                  ) -> tuple[bytes, int | None, frozenset[str]]:
-        """Run the wrapper: (output head, wrapper's return code or None on timeout, isolation tokens)."""
-        config = {**self._config, "host_pid": os.getpid(), "cgroup": cgroup.procs if cgroup else [],
+        """Run the call's wrapper: (output head, its return code or None on timeout, isolation tokens)."""
+        config = {**self._config, "workdir": workdir, "env": _environment(workdir),
+                  "cgroup": cgroup.procs if cgroup else [],
                   "max_processes": self.max_processes,  # None: the init picks 64 or 16
                   "require": list(_REQUIRED.values()) if self.require_isolation else []}
-        config_r, (status_r, status_w) = _config_pipe(config), os.pipe()
+        (out_r, out_w), (status_r, status_w) = os.pipe(), os.pipe()
         try:
-            proc = subprocess.Popen(
-                [self.python, "-I", "-S", str(_CHILD), str(status_w)], stdin=config_r,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir, env=_environment(workdir),
-                start_new_session=True, pass_fds=(status_w,))
+            call = self._start(config, out_w, status_w)
         except BaseException:
+            os.close(out_r)
             os.close(status_r)
             raise
         finally:
+            os.close(out_w)
             os.close(status_w)
-            os.close(config_r)
         try:
-            head, exited = self._collect(proc, deadline, cgroup)
+            head = self._collect(call, out_r, deadline, cgroup)
         finally:
-            _kill_group(proc.pid)  # the wrapper is not reaped yet, so its group id cannot have been reused
-            proc.wait()
-            proc.stdout.close()
+            call.finish()  # the wrapper is not reaped before this, so its group id cannot have been reused
+            os.close(out_r)
             tokens = _read_tokens(status_r)
-        return head, proc.returncode if exited else None, tokens
+        return head, call.returncode, tokens
 
-    def _collect(self, proc: subprocess.Popen, deadline: float, cgroup: _Cgroup | None) -> tuple[bytes, bool]:
+    def _start(self, config: dict, out_w: int, status_w: int) -> _Call:
+        """Have the zygote fork the call's wrapper; a zygote found dead is replaced once."""
+        for attempt in (0, 1):
+            with self._lock:
+                if self._zygote is None or not self._zygote.usable():
+                    self._zygote = _Zygote(self.python)
+                zygote = self._zygote
+            call = zygote.start(config, out_w, status_w)
+            if call is not None:
+                return call
+            with self._lock:
+                if self._zygote is zygote:
+                    self._zygote = None
+            zygote.stop()
+        raise RuntimeError("python sandbox: the zygote process died twice on start-up")
+
+    def _collect(self, call: _Call, out: int, deadline: float, cgroup: _Cgroup | None) -> bytes:
         """Drain the output until EOF and wrapper exit (or the deadline); keep max_output_bytes + 1 bytes."""
-        head, exited, keep = bytearray(), False, self.max_output_bytes + 1
-        out, pidfd = proc.stdout.fileno(), os.pidfd_open(proc.pid)
+        head, keep = bytearray(), self.max_output_bytes + 1
         with selectors.DefaultSelector() as sel:
             sel.register(out, selectors.EVENT_READ)
-            sel.register(pidfd, selectors.EVENT_READ)
+            sel.register(call.reply, selectors.EVENT_READ)
             while sel.get_map() and (left := deadline - time.monotonic()) > 0:
                 for key, _ in sel.select(left):
-                    if key.fd == pidfd:
-                        exited = True
-                        sel.unregister(pidfd)
-                        _kill_group(proc.pid)  # leftover children would otherwise hold the pipe open
+                    if key.fileobj is call.reply:
+                        sel.unregister(call.reply)
+                        call.read_exit()
+                        call.kill_group()  # leftover children would otherwise hold the pipe open
                         if cgroup is not None:
                             cgroup.kill()  # and so would those that left the group
                     elif chunk := os.read(out, 1 << 16):
                         head += chunk[: keep - len(head)]
                     else:
                         sel.unregister(out)
-        os.close(pidfd)
-        return bytes(head), exited
+        return bytes(head)
 
     def _warn_once(self, tokens: frozenset[str]) -> None:
         if self._warned or not (why := _lacking(tokens)):
@@ -238,6 +262,88 @@ class PythonSandbox:
             error = f"Error: exit code {returncode}"
         sep = "\n" if text and not text.endswith("\n") else ""
         return ToolResult(f"{text}{sep}{error}", False, elapsed, truncated)
+
+
+class _Zygote:
+    """The warm process (``_sandbox_child.py``, started once) that forks each call's wrapper. Its socket pair
+    carries one message per call: the JSON config with the reply socket, output pipe and status pipe."""
+
+    def __init__(self, python: str):
+        self.owner = os.getpid()
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-IB", "-Xutf8", str(_CHILD), str(theirs.fileno())], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", env=_environment("/"),
+                start_new_session=True, pass_fds=(theirs.fileno(),))
+        except BaseException:
+            self.ctl.close()
+            raise
+        finally:
+            theirs.close()
+        self._send_lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _stop_zygote, self.ctl, self.proc)
+
+    def usable(self) -> bool:
+        """Alive and ours (a forked host must not share its parent's zygote)."""
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def start(self, config: dict, out_w: int, status_w: int) -> _Call | None:
+        """The call whose wrapper the zygote forked, or None if the zygote is dead."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with self._send_lock:
+                socket.send_fds(self.ctl, [json.dumps(config).encode()], [theirs.fileno(), out_w, status_w])
+            pid = mine.recv(64)  # b"": the zygote died (the message and its descriptors went with it)
+        except OSError:
+            pid = b""
+        finally:
+            theirs.close()
+        if not pid:
+            mine.close()
+            return None
+        return _Call(mine, int(pid))
+
+    def stop(self) -> None:
+        self._finalizer()
+
+
+def _stop_zygote(ctl: socket.socket, proc: subprocess.Popen) -> None:
+    """Close the socket pair (the zygote then kills its wrappers and exits) and reap it."""
+    ctl.close()
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _Call:
+    """One call's wrapper, a child of the zygote: unreaped until ``finish``, so its pid names its group."""
+
+    def __init__(self, reply: socket.socket, pid: int):
+        self.reply, self.pid = reply, pid
+        self.returncode: int | None = None  # None: still running (or timed out)
+        self.exited = self.lost = False  # lost: the zygote died, so the wrapper is reaped (by someone else)
+
+    def read_exit(self) -> None:
+        """The wrapper's return code as the zygote reports it (-SIGKILL if the zygote died)."""
+        msg = self.reply.recv(64)
+        self.exited = True
+        self.returncode = int(msg.split()[1]) if msg else -signal.SIGKILL
+        self.lost = not msg
+
+    def kill_group(self) -> None:
+        if not self.lost:  # a dead zygote's wrappers were reaped: their ids may be reused
+            _kill_group(self.pid)
+
+    def finish(self) -> None:
+        """Kill the wrapper's group, wait until the wrapper is dead, then let the zygote reap it."""
+        self.kill_group()
+        if not self.exited:
+            self.read_exit()
+            self.exited, self.returncode = False, None
+        self.reply.close()
 
 
 class _Cgroup:
@@ -362,14 +468,6 @@ def _write(path: str, value: int, missing_ok: bool = False) -> None:
     except OSError:
         if not missing_ok:
             raise
-
-
-def _config_pipe(config: dict) -> int:
-    """A pipe's read end holding ``config`` as JSON (far below the pipe buffer, so writing cannot block)."""
-    read, write = os.pipe()
-    with os.fdopen(write, "wb") as f:
-        f.write(json.dumps(config).encode())
-    return read
 
 
 def _lacking(tokens: frozenset[str]) -> str:

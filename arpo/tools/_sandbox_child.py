@@ -16,7 +16,7 @@ Standard library only, nothing of ``arpo``: it runs in an isolated interpreter w
 importable. The source ends with the bare ``main()`` call (tests insert code before it); imported as a module,
 it does nothing.
 """
-import ctypes, json, os, posix, re, resource, select, signal, socket, sys, traceback
+import ctypes, gc, json, os, posix, re, resource, select, signal, socket, sys, traceback
 
 NEWNS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 NAMESPACES = ((NEWNS, "mnt"), (NEWPID, "pid"), (NEWNET, "net"), (NEWIPC, "ipc"))
@@ -167,25 +167,110 @@ def drop_capabilities():
 
 
 def run_snippet():
-    """Run snippet.py as `python -I -B -X utf8 snippet.py` would in this (already started) interpreter: the
-    interpreter's own file runner with a fresh __main__ and argv, then its own exit (threads joined, atexit
-    handlers, streams flushed; SystemExit and tracebacks exactly as for a script). Never returns."""
-    path = os.path.abspath(cfg["snippet"]).encode()
+    """Run snippet.py as `python -I -B -X utf8 snippet.py` would, in this (already started, forked)
+    interpreter: a fresh __main__ and argv, the interpreter's own file parser and runner, SystemExit and
+    tracebacks as for a script, then the observable part of the interpreter's exit. Never returns."""
+    path = os.path.abspath(cfg["snippet"])
     sys.argv[:] = [cfg["snippet"]]
     sys.orig_argv[:] = [cfg["python"], "-I", "-B", "-X", "utf8", cfg["snippet"]]
     main = type(sys)("__main__")
-    main.__builtins__, main.__annotations__ = sys.modules["builtins"], {}
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
+    main.__dict__.update(__builtins__=sys.modules["builtins"], __annotations__={}, __file__=path,
+                         __cached__=None, __loader__=loader)
     sys.modules["__main__"] = main
     libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, (ctypes.c_char_p, ctypes.c_char_p)
-    run = ctypes.pythonapi.PyRun_SimpleFileExFlags
-    run.argtypes, run.restype = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p), ctypes.c_int
-    fp = libc.fopen(path, b"rb")
+    fp = libc.fopen(path.encode(), b"rb")
     if not fp:
-        print(f"{cfg['python']}: can't open file {path.decode()!r}", file=sys.stderr)
-        code = 2
+        print(f"{cfg['python']}: can't open file {path!r}", file=sys.stderr)
+        exit_like_python(2)
+    run = ctypes.pythonapi.PyRun_FileExFlags  # what the interpreter's runner calls, minus its exit handling
+    run.argtypes = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object, \
+        ctypes.c_int, ctypes.c_void_p
+    run.restype = ctypes.py_object
+    code, interrupted = 0, False
+    try:
+        run(fp, path.encode(), 257, main.__dict__, main.__dict__, 1, None)  # Py_file_input, close fp
+    except SystemExit as e:
+        flush_io()
+        code = system_exit_code(e)
+    except BaseException as e:
+        flush_io()
+        code, interrupted = 1, isinstance(e, KeyboardInterrupt)
+        print_exception(e)
     else:
-        code = 1 if run(fp, path, 1, None) else 0
-    ctypes.pythonapi.Py_Exit(code)
+        flush_io()
+    for name in ("__file__", "__cached__"):  # as the interpreter's runner leaves __main__
+        main.__dict__.pop(name, None)
+    exit_like_python(code, interrupted)
+
+
+def flush_io():
+    """As the interpreter's runner does once the script is done, before reporting its exception."""
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def print_exception(e):
+    """What the interpreter prints for an uncaught exception: sys.excepthook with the snippet's frames only."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code in (run_snippet.__code__, exit_like_python.__code__):
+        tb = tb.tb_next  # our frames: the interpreter's runner is C code, which has none
+    e.__traceback__ = tb
+    sys.last_type, sys.last_value, sys.last_traceback = type(e), e, tb
+    try:
+        sys.excepthook(type(e), e, tb)
+    except BaseException as hook_error:  # printed as the interpreter does: no frames, no chain
+        print("Error in sys.excepthook:", file=sys.__stderr__)
+        traceback.print_exception(type(hook_error), hook_error, None, chain=False, file=sys.__stderr__)
+        print("\nOriginal exception was:", file=sys.__stderr__)
+        traceback.print_exception(type(e), e, tb, file=sys.__stderr__)
+
+
+def system_exit_code(e):
+    """The exit status for an uncaught SystemExit, as the interpreter computes it (a non-integer is printed)."""
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if -2**63 <= code < 2**63 else 0xFF
+    if sys.stderr is not None:
+        try:
+            sys.stderr.write(str(code) + "\n")
+        except BaseException:
+            pass
+    return 1
+
+
+def exit_like_python(code, interrupted=False):
+    """The interpreter's exit as a script sees it: non-daemon threads joined, atexit handlers run, __main__'s
+    globals released and a garbage collection (so their __del__ run), stdout and stderr flushed (120 if that
+    fails); 130 (or SIGINT) after an uncaught KeyboardInterrupt. Not done: the teardown of every other module,
+    which would copy every page this process shares with the zygote for nothing (a __del__ that runs only
+    when some other module's globals are cleared is not called)."""
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        if "atexit" in sys.modules:
+            sys.modules["atexit"]._run_exitfuncs()
+        if isinstance(main := sys.modules.get("__main__"), type(sys)):
+            main.__dict__.clear()
+        gc.collect()  # the zygote's objects are frozen (gc.freeze): only the snippet's are visited
+    except BaseException as e:
+        print_exception(e)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BaseException:
+            code = 120 if code == 0 else code
+    if interrupted:  # as the interpreter does: die by SIGINT (ignored by a PID 1), else exit 130
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        code = 130
+    os._exit(code)
 
 
 def wrapper(zygote):
@@ -319,7 +404,9 @@ class Zygote:
 def main():
     if __name__ != "__main__":
         return  # imported (arpo.tools._sandbox_child), not run as the zygote: do nothing
-    Zygote(socket.socket(fileno=int(sys.argv[1]))).serve()
+    zygote = Zygote(socket.socket(fileno=int(sys.argv[1])))
+    gc.freeze()  # what the zygote holds is never collected in a call, so its pages stay shared
+    zygote.serve()
 
 
 main()

@@ -2,16 +2,46 @@
 
 Linux only. One call::
 
-    host ─Popen─▶ wrapper  `python -I -S _sandbox_child.py FD`: own session and process group, scrubbed
-                   │       environment, config (JSON) on stdin; joins the call's cgroup, then unshares the
-                   │       mount, PID, net and IPC namespaces one by one (inside a new user namespace when
-                   │       none is granted directly)
-                   └─fork─▶ init  PID 1 of the new PID namespace (or a plain child): private filesystem view
-                                  if it has its own mount namespace, drops privileges, sets rlimits, checks
-                                  the isolation policy, execs `python -I -B -X utf8 snippet.py` (user code)
+    host ─send_fds─▶ zygote   `python -IB -Xutf8 _sandbox_child.py FD`, started once per sandbox (on the first
+                       │      call; again if it died): own session, scrubbed environment, stdio on /dev/null,
+                       │      only the socket pair; it never runs model code nor sees the code
+                       └─fork─▶ wrapper  own session and process group, the call's working directory and
+                                  │      environment, output pipe on fds 1-2; joins the call's cgroup, then
+                                  │      unshares the mount, PID, net and IPC namespaces one by one (inside a
+                                  │      new user namespace when none is granted directly)
+                                  └─fork─▶ init  PID 1 of the new PID namespace (or a plain child): private
+                                                 filesystem view if it has its own mount namespace, drops
+                                                 privileges, sets rlimits, checks the isolation policy, drops
+                                                 every capability and runs snippet.py in this forked
+                                                 interpreter (user code)
 
-The wrapper is the module ``_sandbox_child.py`` next to this one (standard library only), run by path before any
-isolation (the host's uid can read the package); ``-I`` keeps its directory off ``sys.path``.
+The zygote is the module ``_sandbox_child.py`` next to this one (standard library only), run by path before any
+isolation (the host's uid can read the package) with the flags the snippet's interpreter always had (-I: its
+directory is not put on sys.path, no user site, environment ignored; -B; UTF-8 mode; site-packages importable).
+Starting an interpreter and importing is paid once; a call costs two forks, the namespaces and mounts.
+
+Threat model of the zygote: every call's processes are forked from it, so the snippet can read everything the
+zygote holds; it therefore holds nothing secret: the scrubbed environment, no descriptor but the socket pair
+(each wrapper closes all but its output and status pipes; the init closes the status pipe before the snippet
+runs, so the snippet cannot forge isolation tokens), the sandbox's limits and the paths of calls' directories
+and cgroups, never code or output. The snippet cannot reach the zygote: it is outside the call's PID namespace
+and runs as root when the snippet does not. Each call gets its own namespaces, cgroup, uid and tmpfs (nothing
+is shared between concurrent calls but the zygote's read-only memory image). The host talks to the zygote over
+a SEQPACKET socket pair: per call the JSON config with three descriptors (a reply socket, the output pipe, the
+status pipe); on the reply socket the zygote writes the wrapper's pid, then its return code once it exited;
+it reaps the wrapper only when the host closes the reply socket, so the host can still kill the wrapper's
+process group by number. The zygote exits, killing every wrapper (each also has PR_SET_PDEATHSIG on it), when
+the host closes the socket pair (``close()``, garbage collection, host exit) or dies; a zygote found dead is
+replaced on the next call, and a call in flight when it dies is reported killed by SIGKILL.
+
+What the snippet sees is what ``python -I -B -X utf8 snippet.py`` showed it (``__name__ == "__main__"``,
+``__file__``, sys.argv, sys.orig_argv, sys.flags, sys.path, tracebacks naming /tmp/snippet.py, SystemExit
+codes, 130 after KeyboardInterrupt, threads joined and atexit handlers run at exit, ``import numpy``), with
+these differences: modules the zygote imported (ctypes, json, socket, select, ...) are already in sys.modules;
+``hash()`` of str/bytes is salted per zygote, not per call (so set order of strings repeats from call to call
+of one sandbox); at exit only __main__'s globals are released and garbage-collected, the other modules are not
+torn down (a __del__ that would run only then does not); RLIMIT_CPU counts the snippet's CPU time only (no
+interpreter start-up).
 
 The code travels in ``snippet.py`` inside a fresh ``tempfile.mkdtemp`` directory (never on a command line, nor
 is anything identifying the host), which is the snippet's working directory, HOME and TMPDIR (seen as /tmp
@@ -31,8 +61,9 @@ Always enforced:
 - environment: only PATH, HOME, TMPDIR, LANG, PYTHONIOENCODING, PYTHONDONTWRITEBYTECODE and
   OMP/OPENBLAS_NUM_THREADS=1 (single-threaded math libraries, so NPROC and AS hold on many-core hosts).
   ``-I`` also hides user site-packages; the interpreter's own packages (numpy, sympy, ...) stay importable.
-- the snippet's parent is the disposable wrapper, never the host; the process group is killed after each call;
-  if the host (its calling thread) dies mid-call, PR_SET_PDEATHSIG kills the wrapper and then the init.
+- the snippet's parent is the disposable wrapper, never the host nor the zygote; the wrapper's process group is
+  killed after each call; if the host dies mid-call, the zygote kills the wrappers and PR_SET_PDEATHSIG the inits.
+- no capabilities: effective, permitted, inheritable, ambient and bounding sets are empty when the snippet runs.
 - a host running as root never runs the snippet as uid 0 outside a user namespace (see "uid").
 
 Enforced when granted (reported per call in ``PythonSandbox.last_isolation``):
@@ -66,8 +97,7 @@ Not isolated: without "fs" the snippet writes wherever its uid may (world-writab
 as the host's own uid that is the host's files), sees the host's /proc, and tracebacks show the random working
 directory; without "pid" it can see its user's processes and signal them if it has the host's uid, and without
 "pid" and "cgroup" processes that call setsid() survive the group kill (bounded by RLIMIT_CPU only). As root
-with only "userns" (no CAP_SYS_ADMIN) it runs as uid 0 with an empty capability bounding set: no capabilities
-after the exec, but root's files and device nodes are its own (so "fs" is not reported) and RLIMIT_NPROC does
+with only "userns" (no CAP_SYS_ADMIN) it runs as uid 0 with every capability set emptied (capset), but root's files and device nodes are its own (so "fs" is not reported) and RLIMIT_NPROC does
 not bind. Without "cgroup", memory is bounded per process only: ``memory_mb`` x ``max_processes`` bounds the
 total, which is why ``max_processes`` defaults to 16 then (64 with "cgroup"). The snippet is PID 1 of its
 namespace, so signals it sends itself with a default action are ignored (RLIMIT_CPU still kills: soft = hard
@@ -107,8 +137,8 @@ _UNAVAILABLE = ("Error: python sandbox unavailable: {} (set tools.python_require
 _CGROUP_PREFIX = "arpo-py-"
 _CGROUP_OPTIONAL = {"memory.swap.max", "memory.memsw.limit_in_bytes"}  # absent without swap accounting
 
-# The wrapper: the module _sandbox_child.py (stdin = JSON config, argv[1] = status pipe fd; stdlib only, no user
-# code), run by path as `python -I -S _CHILD FD` (-I: its directory is not put on sys.path).
+# The zygote: the module _sandbox_child.py (argv[1] = its end of the socket pair; stdlib only, no user code), run by
+# path as `python -IB -Xutf8 _CHILD FD` (-I: its directory is not put on sys.path).
 _CHILD = Path(__file__).resolve().with_name("_sandbox_child.py")
 
 
@@ -119,8 +149,9 @@ class PythonSandbox:
     ``Error: exit code N`` / ``Error: killed by signal SIGKILL (memory or CPU limit?)`` / ``Error: timed out
     after T s``; or, when ``require_isolation`` and the policy is not met, only ``Error: python sandbox
     unavailable: ...``. A successful run without output gives ``(no output)``. ``max_processes=None`` means 64
-    with a cgroup, else 16. Thread-safe: calls share no state except ``last_isolation``, the isolation tokens
-    ("cgroup", "net", "pid", "ipc", "fs", "uid", "userns") the latest call obtained.
+    with a cgroup, else 16. Thread-safe: calls share no state except the zygote and ``last_isolation``, the
+    isolation tokens ("cgroup", "net", "pid", "ipc", "fs", "uid", "userns") the latest call obtained. ``close()``
+    stops the zygote (a later call starts another).
     """
 
     name = "python"

@@ -1,14 +1,22 @@
-"""The sandbox's wrapper process (see ``python_sandbox``): the host runs this file by path as
-``python -I -S _sandbox_child.py FD`` in the call's working directory, with a scrubbed environment, the JSON config on
-stdin and the status pipe's fd as argv[1]. It joins the call's cgroup, unshares the namespaces and forks the
-init, which isolates the filesystem, drops privileges, sets the rlimits, checks the isolation policy and execs
-the snippet.
+"""The sandbox's zygote (see ``python_sandbox``): the host runs this file by path, once per sandbox, as
+``python -IB -Xutf8 _sandbox_child.py FD`` (the snippet's interpreter flags) with a scrubbed environment, stdin,
+stdout and stderr on /dev/null and FD one end of a Unix SEQPACKET socket pair. Per call the host sends one message
+on it: the call's JSON config with three descriptors (a reply socket, the output pipe, the status pipe). The
+zygote forks the call's wrapper, which moves into its own session, joins the call's cgroup, unshares the
+namespaces and forks the init, which isolates the filesystem, drops privileges, sets the rlimits, checks the
+isolation policy and runs the snippet in its own (forked, already started) interpreter.
 
-Standard library only, nothing of ``arpo``: it runs in an isolated interpreter (``-I -S``: no site-packages,
-no environment variables, no user site) where ``arpo`` is not importable. The source ends with the bare
-``main()`` call (tests insert code before it); imported as a module, it does nothing.
+The zygote never runs model code, never sees the code (only paths and descriptors) and holds nothing the snippet
+may not see: it is forked for every call, so its memory is the snippet's to read. It writes the wrapper's pid on
+the reply socket, then its return code once it exits (a zombie until then, so the host can kill its process
+group by number), and reaps it when the host closes the reply socket. It exits, killing every wrapper, when the
+host closes the socket pair or dies.
+
+Standard library only, nothing of ``arpo``: it runs in an isolated interpreter where ``arpo`` need not be
+importable. The source ends with the bare ``main()`` call (tests insert code before it); imported as a module,
+it does nothing.
 """
-import ctypes, json, os, re, resource, signal, sys, traceback
+import ctypes, gc, json, os, posix, re, resource, select, signal, socket, sys, traceback
 
 NEWNS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 NAMESPACES = ((NEWNS, "mnt"), (NEWPID, "pid"), (NEWNET, "net"), (NEWIPC, "ipc"))
@@ -16,7 +24,7 @@ RDONLY, NOSUID, NODEV, NOEXEC, REMOUNT, BIND, REC, PRIVATE = 1, 2, 4, 8, 32, 409
 KEEP = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21,
         "strictatime": 1 << 24}
 libc = ctypes.CDLL(None, use_errno=True)
-cfg, status, root = {}, -1, False  # set by main(): config (stdin), status pipe (argv[1]), host is root
+cfg, status, root = {}, 3, False  # set per call: config, status pipe (fd 3 in the wrapper), host is root
 
 
 def report(*tokens):
@@ -118,7 +126,7 @@ def isolate_fs(workdir, uid):
 
 
 def init(workdir, uid, own_mounts, tokens):
-    """PID 1 of the new namespace (or a plain child): isolate what the kernel allows, check the policy, exec
+    """PID 1 of the new namespace (or a plain child): isolate what the kernel allows, check the policy, run
     the snippet. `uid` is the call's own uid when the host is root outside a user namespace, else our own."""
     fs = own_mounts and isolate_fs(workdir, uid)
     for cap in range(64):
@@ -143,20 +151,140 @@ def init(workdir, uid, own_mounts, tokens):
                        (resource.RLIMIT_FSIZE, cfg["max_file_bytes"]),
                        (resource.RLIMIT_NPROC, cfg["max_processes"] or (64 if "cgroup" in tokens else 16))):
         resource.setrlimit(res, (value, value))
-    os.execve(cfg["python"], [cfg["python"], "-I", "-B", "-X", "utf8", cfg["snippet"]], os.environ)
+    drop_capabilities()
+    os.close(status)  # the snippet must not write isolation tokens
+    run_snippet()
 
 
-def main():
-    global cfg, status, root
-    if __name__ != "__main__":
-        return  # imported (arpo.tools._sandbox_child), not run as the wrapper: do nothing
-    cfg, status = json.load(sys.stdin), int(sys.argv[1])
-    root = os.getuid() == 0
-    os.set_inheritable(status, False)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the host thread that started us
-    if os.getppid() != cfg["host_pid"]:
-        os._exit(125)  # the host is already gone
-    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+def drop_capabilities():
+    """Empty effective, permitted, inheritable and ambient sets: what the exec of a snippet with an empty
+    bounding set used to give uid 0 in a user namespace (a uid other than 0 has none left already)."""
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+    if libc.capset(header, (ctypes.c_uint32 * 6)()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), "capset")
+
+
+def run_snippet():
+    """Run snippet.py as `python -I -B -X utf8 snippet.py` would, in this (already started, forked)
+    interpreter: a fresh __main__ and argv, the interpreter's own file parser and runner, SystemExit and
+    tracebacks as for a script, then the observable part of the interpreter's exit. Never returns."""
+    path = os.path.abspath(cfg["snippet"])
+    sys.argv[:] = [cfg["snippet"]]
+    sys.orig_argv[:] = [cfg["python"], "-I", "-B", "-X", "utf8", cfg["snippet"]]
+    main = type(sys)("__main__")
+    loader = sys.modules["_frozen_importlib_external"].SourceFileLoader("__main__", path)
+    main.__dict__.update(__builtins__=sys.modules["builtins"], __annotations__={}, __file__=path,
+                         __cached__=None, __loader__=loader)
+    sys.modules["__main__"] = main
+    libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, (ctypes.c_char_p, ctypes.c_char_p)
+    fp = libc.fopen(path.encode(), b"rb")
+    if not fp:
+        print(f"{cfg['python']}: can't open file {path!r}", file=sys.stderr)
+        exit_like_python(2)
+    run = ctypes.pythonapi.PyRun_FileExFlags  # what the interpreter's runner calls, minus its exit handling
+    run.argtypes = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object, \
+        ctypes.c_int, ctypes.c_void_p
+    run.restype = ctypes.py_object
+    code, interrupted = 0, False
+    try:
+        run(fp, path.encode(), 257, main.__dict__, main.__dict__, 1, None)  # Py_file_input, close fp
+    except SystemExit as e:
+        flush_io()
+        code = system_exit_code(e)
+    except BaseException as e:
+        flush_io()
+        code, interrupted = 1, isinstance(e, KeyboardInterrupt)
+        print_exception(e)
+    else:
+        flush_io()
+    for name in ("__file__", "__cached__"):  # as the interpreter's runner leaves __main__
+        main.__dict__.pop(name, None)
+    exit_like_python(code, interrupted)
+
+
+def flush_io():
+    """As the interpreter's runner does once the script is done, before reporting its exception."""
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+
+
+def print_exception(e):
+    """What the interpreter prints for an uncaught exception: sys.excepthook with the snippet's frames only."""
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code in (run_snippet.__code__, exit_like_python.__code__):
+        tb = tb.tb_next  # our frames: the interpreter's runner is C code, which has none
+    e.__traceback__ = tb
+    sys.last_type, sys.last_value, sys.last_traceback = type(e), e, tb
+    try:
+        sys.excepthook(type(e), e, tb)
+    except BaseException as hook_error:  # printed as the interpreter does: no frames, no chain
+        print("Error in sys.excepthook:", file=sys.__stderr__)
+        traceback.print_exception(type(hook_error), hook_error, None, chain=False, file=sys.__stderr__)
+        print("\nOriginal exception was:", file=sys.__stderr__)
+        traceback.print_exception(type(e), e, tb, file=sys.__stderr__)
+
+
+def system_exit_code(e):
+    """The exit status for an uncaught SystemExit, as the interpreter computes it (a non-integer is printed)."""
+    code = e.code
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF if -2**63 <= code < 2**63 else 0xFF
+    if sys.stderr is not None:
+        try:
+            sys.stderr.write(str(code) + "\n")
+        except BaseException:
+            pass
+    return 1
+
+
+def exit_like_python(code, interrupted=False):
+    """The interpreter's exit as a script sees it: non-daemon threads joined, atexit handlers run, __main__'s
+    globals released and a garbage collection (so their __del__ run), stdout and stderr flushed (120 if that
+    fails); 130 (or SIGINT) after an uncaught KeyboardInterrupt. Not done: the teardown of every other module,
+    which would copy every page this process shares with the zygote for nothing (a __del__ that runs only
+    when some other module's globals are cleared is not called)."""
+    try:
+        if "threading" in sys.modules:
+            sys.modules["threading"]._shutdown()
+        if "atexit" in sys.modules:
+            sys.modules["atexit"]._run_exitfuncs()
+        if isinstance(main := sys.modules.get("__main__"), type(sys)):
+            main.__dict__.clear()
+        gc.collect()  # the zygote's objects are frozen (gc.freeze): only the snippet's are visited
+    except BaseException as e:
+        print_exception(e)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None and not stream.closed:
+                stream.flush()
+        except BaseException:
+            code = 120 if code == 0 else code
+    if interrupted:  # as the interpreter does: die by SIGINT (ignored by a PID 1), else exit 130
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        code = 130
+    os._exit(code)
+
+
+def wrapper(zygote):
+    """The call's wrapper, forked by the zygote with fds 0 (/dev/null), 1 and 2 (output) and 3 (status):
+    own session, the call's directory and environment, cgroup, namespaces, then the init; dies like it."""
+    os.setsid()
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
+    if os.getppid() != zygote:
+        os._exit(125)  # the zygote is already gone
+    os.chdir(cfg["workdir"])
+    os.environ.clear()
+    os.environ.update(cfg["env"])
+    posix.environ.clear()  # what os.environ was made from: the call's too
+    posix.environ.update((k.encode(), v.encode()) for k, v in cfg["env"].items())
     tokens = {"cgroup"} if join_cgroup() else set()
     namespaces = unshare()
     tokens |= namespaces - {"mnt"}
@@ -177,6 +305,108 @@ def main():
             signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(wait) & 0xFF)
+
+
+class Zygote:
+    """The zygote's loop: fork a wrapper per request, report its pid and return code, reap it when told."""
+
+    def __init__(self, ctl):
+        self.ctl, self.parent, self.pid = ctl, os.getppid(), os.getpid()
+        self.poll = select.epoll()
+        self.poll.register(ctl.fileno(), select.EPOLLIN)
+        self.calls = {}  # reply fd and pidfd -> [pid, pidfd, reply fd]
+
+    def serve(self):
+        while True:
+            events = self.poll.poll(1.0)
+            if os.getppid() != self.parent:
+                self.stop()  # the host died (and a fork of it still holds the socket)
+            for fd, _ in events:
+                if fd == self.ctl.fileno():
+                    self.request()
+                elif (call := self.calls.get(fd)) and fd == call[1]:
+                    self.exited(call)
+                elif call:
+                    self.release(call)
+
+    def request(self):
+        msg, fds, _, _ = socket.recv_fds(self.ctl, 1 << 16, 3)
+        if not msg:
+            self.stop()  # the host closed the socket pair or died
+        reply, out, status_w = fds
+        pid = os.fork()
+        if pid == 0:
+            self.become_wrapper(json.loads(msg), out, status_w)
+        os.close(out)
+        os.close(status_w)
+        call = [pid, os.pidfd_open(pid), reply]
+        self.calls[reply] = self.calls[call[1]] = call
+        self.poll.register(reply, select.EPOLLIN)
+        self.poll.register(call[1], select.EPOLLIN)
+        try:
+            os.write(reply, b"%d" % pid)
+        except OSError:
+            self.release(call)  # the host gave up on the call already
+
+    def become_wrapper(self, config, out, status_w):
+        global cfg, root
+        try:
+            self.poll.close()
+            self.ctl.close()
+            os.dup2(out, 1)
+            os.dup2(out, 2)
+            if status_w != status:
+                os.dup2(status_w, status)
+            os.set_inheritable(status, False)
+            os.closerange(status + 1, 1 << 20)  # other calls' descriptors, the socket pair's
+            cfg, root = config, os.getuid() == 0
+            wrapper(self.pid)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(126)
+
+    def exited(self, call):
+        """Report the wrapper's return code; it stays a zombie (its pid and group id reserved) until released."""
+        self.poll.unregister(call[1])
+        info = os.waitid(os.P_PIDFD, call[1], os.WEXITED | os.WNOWAIT)
+        code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        try:
+            os.write(call[2], b"exit %d" % code)
+        except OSError:
+            pass  # the host gave up on the call: released below
+
+    def release(self, call):
+        """The host is done with the call: kill the wrapper if still running, reap it, forget it."""
+        pid, pidfd, reply = call
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED)
+        for fd in (pidfd, reply):
+            if fd in self.calls:
+                try:
+                    self.poll.unregister(fd)
+                except (KeyError, OSError):
+                    pass
+                del self.calls[fd]
+                os.close(fd)
+
+    def stop(self):
+        for pid, pidfd, _ in list(self.calls.values()):
+            try:
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(0)
+
+
+def main():
+    if __name__ != "__main__":
+        return  # imported (arpo.tools._sandbox_child), not run as the zygote: do nothing
+    zygote = Zygote(socket.socket(fileno=int(sys.argv[1])))
+    gc.freeze()  # what the zygote holds is never collected in a call, so its pages stay shared
+    zygote.serve()
 
 
 main()

@@ -2,16 +2,46 @@
 
 Linux only. One call::
 
-    host ─Popen─▶ wrapper  `python -I -S _sandbox_child.py FD`: own session and process group, scrubbed
-                   │       environment, config (JSON) on stdin; joins the call's cgroup, then unshares the
-                   │       mount, PID, net and IPC namespaces one by one (inside a new user namespace when
-                   │       none is granted directly)
-                   └─fork─▶ init  PID 1 of the new PID namespace (or a plain child): private filesystem view
-                                  if it has its own mount namespace, drops privileges, sets rlimits, checks
-                                  the isolation policy, execs `python -I -B -X utf8 snippet.py` (user code)
+    host ─send_fds─▶ zygote   `python -IB -Xutf8 _sandbox_child.py FD`, started once per sandbox (on the first
+                       │      call; again if it died): own session, scrubbed environment, stdio on /dev/null,
+                       │      only the socket pair; it never runs model code nor sees the code
+                       └─fork─▶ wrapper  own session and process group, the call's working directory and
+                                  │      environment, output pipe on fds 1-2; joins the call's cgroup, then
+                                  │      unshares the mount, PID, net and IPC namespaces one by one (inside a
+                                  │      new user namespace when none is granted directly)
+                                  └─fork─▶ init  PID 1 of the new PID namespace (or a plain child): private
+                                                 filesystem view if it has its own mount namespace, drops
+                                                 privileges, sets rlimits, checks the isolation policy, drops
+                                                 every capability and runs snippet.py in this forked
+                                                 interpreter (user code)
 
-The wrapper is the module ``_sandbox_child.py`` next to this one (standard library only), run by path before any
-isolation (the host's uid can read the package); ``-I`` keeps its directory off ``sys.path``.
+The zygote is the module ``_sandbox_child.py`` next to this one (standard library only), run by path before any
+isolation (the host's uid can read the package) with the flags the snippet's interpreter always had (-I: its
+directory is not put on sys.path, no user site, environment ignored; -B; UTF-8 mode; site-packages importable).
+Starting an interpreter and importing is paid once; a call costs two forks, the namespaces and mounts.
+
+Threat model of the zygote: every call's processes are forked from it, so the snippet can read everything the
+zygote holds; it therefore holds nothing secret: the scrubbed environment, no descriptor but the socket pair
+(each wrapper closes all but its output and status pipes; the init closes the status pipe before the snippet
+runs, so the snippet cannot forge isolation tokens), the sandbox's limits and the paths of calls' directories
+and cgroups, never code or output. The snippet cannot reach the zygote: it is outside the call's PID namespace
+and runs as root when the snippet does not. Each call gets its own namespaces, cgroup, uid and tmpfs (nothing
+is shared between concurrent calls but the zygote's read-only memory image). The host talks to the zygote over
+a SEQPACKET socket pair: per call the JSON config with three descriptors (a reply socket, the output pipe, the
+status pipe); on the reply socket the zygote writes the wrapper's pid, then its return code once it exited;
+it reaps the wrapper only when the host closes the reply socket, so the host can still kill the wrapper's
+process group by number. The zygote exits, killing every wrapper (each also has PR_SET_PDEATHSIG on it), when
+the host closes the socket pair (``close()``, garbage collection, host exit) or dies; a zygote found dead is
+replaced on the next call, and a call in flight when it dies is reported killed by SIGKILL.
+
+What the snippet sees is what ``python -I -B -X utf8 snippet.py`` showed it (``__name__ == "__main__"``,
+``__file__``, sys.argv, sys.orig_argv, sys.flags, sys.path, tracebacks naming /tmp/snippet.py, SystemExit
+codes, 130 after KeyboardInterrupt, threads joined and atexit handlers run at exit, ``import numpy``), with
+these differences: modules the zygote imported (ctypes, json, socket, select, ...) are already in sys.modules;
+``hash()`` of str/bytes is salted per zygote, not per call (so set order of strings repeats from call to call
+of one sandbox); at exit only __main__'s globals are released and garbage-collected, the other modules are not
+torn down (a __del__ that would run only then does not); RLIMIT_CPU counts the snippet's CPU time only (no
+interpreter start-up).
 
 The code travels in ``snippet.py`` inside a fresh ``tempfile.mkdtemp`` directory (never on a command line, nor
 is anything identifying the host), which is the snippet's working directory, HOME and TMPDIR (seen as /tmp
@@ -31,8 +61,9 @@ Always enforced:
 - environment: only PATH, HOME, TMPDIR, LANG, PYTHONIOENCODING, PYTHONDONTWRITEBYTECODE and
   OMP/OPENBLAS_NUM_THREADS=1 (single-threaded math libraries, so NPROC and AS hold on many-core hosts).
   ``-I`` also hides user site-packages; the interpreter's own packages (numpy, sympy, ...) stay importable.
-- the snippet's parent is the disposable wrapper, never the host; the process group is killed after each call;
-  if the host (its calling thread) dies mid-call, PR_SET_PDEATHSIG kills the wrapper and then the init.
+- the snippet's parent is the disposable wrapper, never the host nor the zygote; the wrapper's process group is
+  killed after each call; if the host dies mid-call, the zygote kills the wrappers and PR_SET_PDEATHSIG the inits.
+- no capabilities: effective, permitted, inheritable, ambient and bounding sets are empty when the snippet runs.
 - a host running as root never runs the snippet as uid 0 outside a user namespace (see "uid").
 
 Enforced when granted (reported per call in ``PythonSandbox.last_isolation``):
@@ -66,8 +97,7 @@ Not isolated: without "fs" the snippet writes wherever its uid may (world-writab
 as the host's own uid that is the host's files), sees the host's /proc, and tracebacks show the random working
 directory; without "pid" it can see its user's processes and signal them if it has the host's uid, and without
 "pid" and "cgroup" processes that call setsid() survive the group kill (bounded by RLIMIT_CPU only). As root
-with only "userns" (no CAP_SYS_ADMIN) it runs as uid 0 with an empty capability bounding set: no capabilities
-after the exec, but root's files and device nodes are its own (so "fs" is not reported) and RLIMIT_NPROC does
+with only "userns" (no CAP_SYS_ADMIN) it runs as uid 0 with every capability set emptied (capset), but root's files and device nodes are its own (so "fs" is not reported) and RLIMIT_NPROC does
 not bind. Without "cgroup", memory is bounded per process only: ``memory_mb`` x ``max_processes`` bounds the
 total, which is why ``max_processes`` defaults to 16 then (64 with "cgroup"). The snippet is PID 1 of its
 namespace, so signals it sends itself with a default action are ignored (RLIMIT_CPU still kills: soft = hard
@@ -86,8 +116,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import socket
 import tempfile
+import threading
 import time
+import weakref
 from pathlib import Path
 
 from arpo.tools.base import BUILTIN_SPECS, ToolResult, truncate_utf8
@@ -104,8 +137,8 @@ _UNAVAILABLE = ("Error: python sandbox unavailable: {} (set tools.python_require
 _CGROUP_PREFIX = "arpo-py-"
 _CGROUP_OPTIONAL = {"memory.swap.max", "memory.memsw.limit_in_bytes"}  # absent without swap accounting
 
-# The wrapper: the module _sandbox_child.py (stdin = JSON config, argv[1] = status pipe fd; stdlib only, no user
-# code), run by path as `python -I -S _CHILD FD` (-I: its directory is not put on sys.path).
+# The zygote: the module _sandbox_child.py (argv[1] = its end of the socket pair; stdlib only, no user code), run by
+# path as `python -IB -Xutf8 _CHILD FD` (-I: its directory is not put on sys.path).
 _CHILD = Path(__file__).resolve().with_name("_sandbox_child.py")
 
 
@@ -116,8 +149,9 @@ class PythonSandbox:
     ``Error: exit code N`` / ``Error: killed by signal SIGKILL (memory or CPU limit?)`` / ``Error: timed out
     after T s``; or, when ``require_isolation`` and the policy is not met, only ``Error: python sandbox
     unavailable: ...``. A successful run without output gives ``(no output)``. ``max_processes=None`` means 64
-    with a cgroup, else 16. Thread-safe: calls share no state except ``last_isolation``, the isolation tokens
-    ("cgroup", "net", "pid", "ipc", "fs", "uid", "userns") the latest call obtained.
+    with a cgroup, else 16. Thread-safe: calls share no state except the zygote and ``last_isolation``, the
+    isolation tokens ("cgroup", "net", "pid", "ipc", "fs", "uid", "userns") the latest call obtained. ``close()``
+    stops the zygote (a later call starts another).
     """
 
     name = "python"
@@ -145,6 +179,8 @@ class PythonSandbox:
                         "max_file_bytes": max_file_bytes}
         self.last_isolation: frozenset[str] = frozenset()
         self._warned = False
+        self._lock = threading.Lock()
+        self._zygote: _Zygote | None = None
 
     def __call__(self, code: str) -> ToolResult:
         start = time.monotonic()
@@ -166,54 +202,73 @@ class PythonSandbox:
             return ToolResult(_UNAVAILABLE.format(_lacking(tokens)), False, time.monotonic() - start)
         return self._result(head, returncode, time.monotonic() - start)
 
+    def close(self) -> None:
+        """Stop the warm zygote (a later call starts a new one)."""
+        with self._lock:
+            zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            zygote.stop()
+
     def _execute(self, workdir: str, deadline: float, cgroup: _Cgroup | None
                  ) -> tuple[bytes, int | None, frozenset[str]]:
-        """Run the wrapper: (output head, wrapper's return code or None on timeout, isolation tokens)."""
-        config = {**self._config, "host_pid": os.getpid(), "cgroup": cgroup.procs if cgroup else [],
+        """Run the call's wrapper: (output head, its return code or None on timeout, isolation tokens)."""
+        config = {**self._config, "workdir": workdir, "env": _environment(workdir),
+                  "cgroup": cgroup.procs if cgroup else [],
                   "max_processes": self.max_processes,  # None: the init picks 64 or 16
                   "require": list(_REQUIRED.values()) if self.require_isolation else []}
-        config_r, (status_r, status_w) = _config_pipe(config), os.pipe()
+        (out_r, out_w), (status_r, status_w) = os.pipe(), os.pipe()
         try:
-            proc = subprocess.Popen(
-                [self.python, "-I", "-S", str(_CHILD), str(status_w)], stdin=config_r,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir, env=_environment(workdir),
-                start_new_session=True, pass_fds=(status_w,))
+            call = self._start(config, out_w, status_w)
         except BaseException:
+            os.close(out_r)
             os.close(status_r)
             raise
         finally:
+            os.close(out_w)
             os.close(status_w)
-            os.close(config_r)
         try:
-            head, exited = self._collect(proc, deadline, cgroup)
+            head = self._collect(call, out_r, deadline, cgroup)
         finally:
-            _kill_group(proc.pid)  # the wrapper is not reaped yet, so its group id cannot have been reused
-            proc.wait()
-            proc.stdout.close()
+            call.finish()  # the wrapper is not reaped before this, so its group id cannot have been reused
+            os.close(out_r)
             tokens = _read_tokens(status_r)
-        return head, proc.returncode if exited else None, tokens
+        return head, call.returncode, tokens
 
-    def _collect(self, proc: subprocess.Popen, deadline: float, cgroup: _Cgroup | None) -> tuple[bytes, bool]:
+    def _start(self, config: dict, out_w: int, status_w: int) -> _Call:
+        """Have the zygote fork the call's wrapper; a zygote found dead is replaced once."""
+        for attempt in (0, 1):
+            with self._lock:
+                if self._zygote is None or not self._zygote.usable():
+                    self._zygote = _Zygote(self.python)
+                zygote = self._zygote
+            call = zygote.start(config, out_w, status_w)
+            if call is not None:
+                return call
+            with self._lock:
+                if self._zygote is zygote:
+                    self._zygote = None
+            zygote.stop()
+        raise RuntimeError("python sandbox: the zygote process died twice on start-up")
+
+    def _collect(self, call: _Call, out: int, deadline: float, cgroup: _Cgroup | None) -> bytes:
         """Drain the output until EOF and wrapper exit (or the deadline); keep max_output_bytes + 1 bytes."""
-        head, exited, keep = bytearray(), False, self.max_output_bytes + 1
-        out, pidfd = proc.stdout.fileno(), os.pidfd_open(proc.pid)
+        head, keep = bytearray(), self.max_output_bytes + 1
         with selectors.DefaultSelector() as sel:
             sel.register(out, selectors.EVENT_READ)
-            sel.register(pidfd, selectors.EVENT_READ)
+            sel.register(call.reply, selectors.EVENT_READ)
             while sel.get_map() and (left := deadline - time.monotonic()) > 0:
                 for key, _ in sel.select(left):
-                    if key.fd == pidfd:
-                        exited = True
-                        sel.unregister(pidfd)
-                        _kill_group(proc.pid)  # leftover children would otherwise hold the pipe open
+                    if key.fileobj is call.reply:
+                        sel.unregister(call.reply)
+                        call.read_exit()
+                        call.kill_group()  # leftover children would otherwise hold the pipe open
                         if cgroup is not None:
                             cgroup.kill()  # and so would those that left the group
                     elif chunk := os.read(out, 1 << 16):
                         head += chunk[: keep - len(head)]
                     else:
                         sel.unregister(out)
-        os.close(pidfd)
-        return bytes(head), exited
+        return bytes(head)
 
     def _warn_once(self, tokens: frozenset[str]) -> None:
         if self._warned or not (why := _lacking(tokens)):
@@ -238,6 +293,88 @@ class PythonSandbox:
             error = f"Error: exit code {returncode}"
         sep = "\n" if text and not text.endswith("\n") else ""
         return ToolResult(f"{text}{sep}{error}", False, elapsed, truncated)
+
+
+class _Zygote:
+    """The warm process (``_sandbox_child.py``, started once) that forks each call's wrapper. Its socket pair
+    carries one message per call: the JSON config with the reply socket, output pipe and status pipe."""
+
+    def __init__(self, python: str):
+        self.owner = os.getpid()
+        self.ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-IB", "-Xutf8", str(_CHILD), str(theirs.fileno())], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/", env=_environment("/"),
+                start_new_session=True, pass_fds=(theirs.fileno(),))
+        except BaseException:
+            self.ctl.close()
+            raise
+        finally:
+            theirs.close()
+        self._send_lock = threading.Lock()
+        self._finalizer = weakref.finalize(self, _stop_zygote, self.ctl, self.proc)
+
+    def usable(self) -> bool:
+        """Alive and ours (a forked host must not share its parent's zygote)."""
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def start(self, config: dict, out_w: int, status_w: int) -> _Call | None:
+        """The call whose wrapper the zygote forked, or None if the zygote is dead."""
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with self._send_lock:
+                socket.send_fds(self.ctl, [json.dumps(config).encode()], [theirs.fileno(), out_w, status_w])
+            pid = mine.recv(64)  # b"": the zygote died (the message and its descriptors went with it)
+        except OSError:
+            pid = b""
+        finally:
+            theirs.close()
+        if not pid:
+            mine.close()
+            return None
+        return _Call(mine, int(pid))
+
+    def stop(self) -> None:
+        self._finalizer()
+
+
+def _stop_zygote(ctl: socket.socket, proc: subprocess.Popen) -> None:
+    """Close the socket pair (the zygote then kills its wrappers and exits) and reap it."""
+    ctl.close()
+    try:
+        proc.wait(timeout=2)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class _Call:
+    """One call's wrapper, a child of the zygote: unreaped until ``finish``, so its pid names its group."""
+
+    def __init__(self, reply: socket.socket, pid: int):
+        self.reply, self.pid = reply, pid
+        self.returncode: int | None = None  # None: still running (or timed out)
+        self.exited = self.lost = False  # lost: the zygote died, so the wrapper is reaped (by someone else)
+
+    def read_exit(self) -> None:
+        """The wrapper's return code as the zygote reports it (-SIGKILL if the zygote died)."""
+        msg = self.reply.recv(64)
+        self.exited = True
+        self.returncode = int(msg.split()[1]) if msg else -signal.SIGKILL
+        self.lost = not msg
+
+    def kill_group(self) -> None:
+        if not self.lost:  # a dead zygote's wrappers were reaped: their ids may be reused
+            _kill_group(self.pid)
+
+    def finish(self) -> None:
+        """Kill the wrapper's group, wait until the wrapper is dead, then let the zygote reap it."""
+        self.kill_group()
+        if not self.exited:
+            self.read_exit()
+            self.exited, self.returncode = False, None
+        self.reply.close()
 
 
 class _Cgroup:
@@ -362,14 +499,6 @@ def _write(path: str, value: int, missing_ok: bool = False) -> None:
     except OSError:
         if not missing_ok:
             raise
-
-
-def _config_pipe(config: dict) -> int:
-    """A pipe's read end holding ``config`` as JSON (far below the pipe buffer, so writing cannot block)."""
-    read, write = os.pipe()
-    with os.fdopen(write, "wb") as f:
-        f.write(json.dumps(config).encode())
-    return read
 
 
 def _lacking(tokens: frozenset[str]) -> str:

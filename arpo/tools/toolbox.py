@@ -82,8 +82,12 @@ class ToolBox:
             self.stats[key] += 1
 
     def close(self) -> None:
-        """Wait for the calls in flight (their futures still resolve to results), then stop the pool."""
+        """Wait for the calls in flight (their futures still resolve to results), then stop the pool and the
+        tools that hold processes (the python sandbox's zygote)."""
         self._pool.shutdown(wait=True)
+        for tool in self.tools.values():
+            if callable(close := getattr(tool, "close", None)):
+                close()
 
     def __enter__(self) -> ToolBox:
         return self

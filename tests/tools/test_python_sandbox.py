@@ -586,3 +586,76 @@ def test_elapsed_covers_the_call(sandbox):
     start = time.monotonic()
     result = sandbox("import time; time.sleep(0.3)")
     assert result.ok and 0.3 <= result.elapsed_s <= time.monotonic() - start
+
+
+# --- the warm zygote ------------------------------------------------------------------------------------
+
+def _zygote_pid(sandbox: PythonSandbox) -> int:
+    return sandbox._zygote.proc.pid
+
+
+def test_zygote_is_reused_replaced_when_dead_and_closed(workdirs):
+    sandbox = Sandbox(timeout_s=5)
+    assert sandbox("print(1)").text == "1\n"
+    first = _zygote_pid(sandbox)
+    assert sandbox("print(2)").text == "2\n" and _zygote_pid(sandbox) == first
+    os.kill(first, signal.SIGKILL)
+    assert _wait_for(lambda: not python_sandbox._alive(first) or _is_zombie(first))
+    assert sandbox("print(3)").text == "3\n" and _zygote_pid(sandbox) != first  # replaced transparently
+    second = sandbox._zygote.proc
+    sandbox.close()
+    assert second.returncode is not None  # stopped and reaped
+    assert sandbox("print(4)").text == "4\n"  # a new one on demand
+    sandbox.close()
+    _assert_cleaned_up(workdirs)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_snippet_runs_as_a_fresh_script(sandbox):
+    code = ("import sys\nprint(__name__, __file__, sys.argv, sys.orig_argv[1:], sorted(globals()))\n"
+            "print(sys.flags.isolated, sys.flags.utf8_mode, sys.flags.no_site, sys.dont_write_bytecode)")
+    result = sandbox(code)
+    assert result.ok and result.text == (
+        "__main__ /tmp/snippet.py ['snippet.py'] ['-I', '-B', '-X', 'utf8', 'snippet.py'] ['__annotations__', "
+        "'__builtins__', '__cached__', '__doc__', '__file__', '__loader__', '__name__', '__package__', "
+        "'__spec__', 'sys']\n1 1 0 True\n")
+
+
+@pytest.mark.parametrize("code, ok, text", [
+    ("import sys; sys.exit('bye')", False, "bye\nError: exit code 1"),
+    ("raise SystemExit(256 + 7)", False, "Error: exit code 7"),
+    ("raise KeyboardInterrupt", False, "Traceback (most recent call last):\n  File \"/tmp/snippet.py\", line 1, "
+     "in <module>\n    raise KeyboardInterrupt\nKeyboardInterrupt\nError: exit code 130"),
+    ("import atexit, threading, time\natexit.register(print, 'atexit')\n"
+     "threading.Thread(target=lambda: (time.sleep(0.2), print('thread'))).start()", True, "thread\natexit\n"),
+    ("class A:\n    def __del__(self): print('del')\na = A()", True, "del\n"),
+    ("import sys; sys.stdout.write('no newline')", True, "no newline"),
+])
+def test_exit_is_the_interpreters(sandbox, code, ok, text):
+    result = sandbox(code)
+    assert (result.ok, result.text) == (ok, text)
+
+
+def test_no_capabilities_and_no_status_pipe(strict):
+    result = strict("import os\nprint([l.split()[1] for l in open('/proc/self/status') if l.startswith('Cap')])\n"
+                    "try: os.write(3, b'fs uid ')\nexcept OSError as e: print(e.strerror)")
+    if not _refused(strict, result):
+        assert (result.ok, result.text) == (True, f"{['0' * 16] * 5}\nBad file descriptor\n")
+
+
+def test_hash_salt_is_per_zygote_not_per_call():
+    """Documented: calls of one sandbox share the zygote's str hash salt; another sandbox has its own."""
+    first, second = Sandbox(timeout_s=5), Sandbox(timeout_s=5)
+    code = "print(hash('arpo'))"
+    try:
+        assert first(code).text == first(code).text != second(code).text
+    finally:
+        first.close()
+        second.close()

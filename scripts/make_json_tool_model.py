@@ -10,10 +10,11 @@ calls as ``<tool_call>\\n{"name": …, "arguments": …}\\n</tool_call>`` in ass
 hidden 64, ~0.2M parameters), then taught for ``--steps`` AdamW steps one fixed behaviour on ``--prompts``
 arith prompts built exactly as the trainer builds them (``tools.enabled: [python]``, ``tools.format: json``):
 call python with ``print(6 * 7)``, then answer ``<answer>42</answer>``. It learns nothing about arithmetic; it
-is there so that rollouts make real JSON tool calls and training has something to move. A handful of prompts is
-learnt in ~150 steps (~7 s on one core); on prompts it was not taught it mostly writes broken calls. Tests
-build one in a fixture (tests/conftest.py: ``json_tool_script``), taught on their own prompts. Nothing is
-downloaded; the output is about 1 MB.
+is there so that rollouts make real JSON tool calls and training has something to move. Two prompts are learnt
+in ~150 steps (~7-15 s on one core); the defaults (300 steps on 16 prompts, ~70 s on 2 busy cores) gave the exact
+call on 16 of the 16 taught prompts and on 9 of 24 unseen ones at temperature 1 (the rest are broken calls,
+which the parser turns into error results). Tests build one in a fixture (tests/conftest.py:
+``json_tool_script``), taught on their own prompts. Nothing is downloaded; the output is about 1 MB.
 """
 from __future__ import annotations
 

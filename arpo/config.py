@@ -39,6 +39,7 @@ __all__ = [
     "DATA_SUFFIXES",
     "EMBEDDED_TASKS",
     "REWARD_FNS",
+    "TOOL_FORMATS",
     "ARPOConfig",
     "AlgoConfig",
     "ConfigError",
@@ -62,6 +63,7 @@ __all__ = [
 EMBEDDED_TASKS = ("arith", "kbqa")
 DATA_SUFFIXES = (".parquet", ".jsonl")
 REWARD_FNS = ("auto", "exact_match", "f1", "math", "format", "random")
+TOOL_FORMATS = ("tags", "json")  # arpo.tools.formats.FORMATS (tests/test_choices.py keeps them equal)
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OVERRIDE_FORM = "SECTION.FIELD=VALUE (e.g. rollout.M=16, algo.dual_clip=null, data.train=[arith, kbqa])"
@@ -410,6 +412,14 @@ class ToolsConfig(_Section):
     section: ClassVar[str] = "tools"
     enabled: list[str] = _f(
         ["python", "search"], "tools described to and callable by the model", ("python", "search")
+    )
+    format: str = _f(
+        "tags",
+        "how the model calls tools: 'tags' (<python>code</python>, results in <result>...</result>) or 'json' "
+        "(the chat template's native format: tools=[...] schemas in the prompt, <tool_call>{\"name\": ..., "
+        "\"arguments\": {...}}</tool_call>, results in the template's tool role; needs a template that renders "
+        "tools, e.g. Qwen2.5's). The final answer is <answer>...</answer> in both",
+        TOOL_FORMATS,
     )
     python_timeout_s: float = _f(5.0, "wall-clock limit of one python call, seconds")
     python_memory_mb: int = _f(

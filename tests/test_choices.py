@@ -27,3 +27,9 @@ def test_tasks_and_rewards_are_the_implemented_ones():
 
     assert set(C.EMBEDDED_TASKS) == set(TASKS)
     assert set(C.REWARD_FNS) == set(rewards._BUILTIN) | {"auto", "random"}
+
+
+def test_tool_formats_are_the_implemented_ones():
+    from arpo.tools.formats import FORMATS
+
+    assert choices(C.ToolsConfig, "format") == C.TOOL_FORMATS == FORMATS

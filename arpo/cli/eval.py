@@ -60,6 +60,7 @@ def eval_records(cfg: ARPOConfig, model_path: str, *, n: int = 1, temperature: f
     rollout = dataclasses.replace(cfg.rollout, temperature=temperature or cfg.rollout.temperature)
     engine = HFEngine(model, tokenizer, token_budget=cfg.rollout.token_budget, seed=seed)
     with make_toolbox(cfg.tools, cfg.rollout.max_tool_calls, extra=tools) as box:
+        box.call_format(tokenizer)  # tools.format json: a template without tools or a tool role fails here
         prompts = load_prompts(cfg, tokenizer, "test", tools=box.specs, limit=limit, no_bar=True if quiet else None)
         with tqdm(total=len(prompts), desc="eval", unit="q", leave=False, disable=True if quiet else None) as bar:
             summary, records = evaluate(engine, box, tokenizer, prompts, rollout,

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from arpo.config import DATA_SUFFIXES, EMBEDDED_TASKS, ARPOConfig
 from arpo.envs.example import Example
-from arpo.envs.prompts import system_prompt
+from arpo.envs.prompts import system_prompt, tool_specs
 from arpo.tools.base import ToolSpec
 
 __all__ = ["DatasetError", "Prompt", "build_prompt", "load_dataset", "load_jsonl", "load_parquet",
@@ -267,17 +267,22 @@ def build_prompt(
     tools: Sequence[str | ToolSpec],
     system: str | None = None,
     max_prompt_tokens: int | None = None,
+    tool_format: str = "tags",
 ) -> list[int]:
     """Prompt token ids: the example's messages, after a system message unless the example has its own
-    (``system``, or the built-in ``system_prompt(tools)`` when None; ``tools``: built-in names or ``ToolSpec``s), in the tokenizer's chat template with
-    the assistant turn opened. Longer than ``max_prompt_tokens`` is a ``DatasetError`` naming the example."""
+    (``system``, or the built-in ``system_prompt(tools, tool_format)`` when None; ``tools``: built-in names or
+    ``ToolSpec``s), in the tokenizer's chat template with the assistant turn opened. With ``tool_format``
+    "json" the tools' schemas go to the template as ``tools=[...]`` (it renders them and its call syntax).
+    Longer than ``max_prompt_tokens`` is a ``DatasetError`` naming the example."""
     messages = list(example.messages)
     if messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system_prompt(tools) if system is None else system})
+        content = system_prompt(tools, tool_format) if system is None else system
+        messages.insert(0, {"role": "system", "content": content})
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__!r} "
                          "has no chat template; use an instruct/chat model's tokenizer or set one")
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    schemas = {"tools": [s.schema() for s in tool_specs(tools)]} if tool_format == "json" and tools else {}
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, **schemas)
     if isinstance(ids, Mapping):  # transformers 5 returns a BatchEncoding, 4.x a list
         ids = ids["input_ids"]
     ids = list(ids)
@@ -298,9 +303,9 @@ class Prompt:
 def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, tools: Sequence[str | ToolSpec] | None = None,
                  limit: int = 0, no_bar: bool | None = None) -> list[Prompt]:
     """The prompts of ``data.train`` (split "train") or ``data.test`` (split "test"); with ``limit`` > 0 at
-    most that many per entry (the first ones). ``tools`` are described in the built-in system prompt (default:
-    ``tools.enabled``; pass the ``ToolBox.specs`` of a run with user tools). ``no_bar`` is tqdm's ``disable``
-    (None: a bar only on a terminal)."""
+    most that many per entry (the first ones). ``tools`` are described in the prompt in ``tools.format``
+    (default: ``tools.enabled``; pass the ``ToolBox.specs`` of a run with user tools). ``no_bar`` is tqdm's
+    ``disable`` (None: a bar only on a terminal)."""
     entries = cfg.data.train if split == "train" else cfg.data.test
     examples: list[Example] = []
     for entry in entries:
@@ -308,5 +313,5 @@ def load_prompts(cfg: ARPOConfig, tokenizer, split: str, *, tools: Sequence[str 
         examples += rows[:limit] if limit > 0 else rows
     bar = tqdm(examples, desc=f"tokenising {split} prompts", unit="prompt", disable=no_bar, leave=False)
     tools = cfg.tools.enabled if tools is None else tools
-    return [Prompt(ex, tuple(build_prompt(tokenizer, ex, tools, cfg.data.system_prompt,
-                                          cfg.data.max_prompt_tokens))) for ex in bar]
+    return [Prompt(ex, tuple(build_prompt(tokenizer, ex, tools, cfg.data.system_prompt, cfg.data.max_prompt_tokens,
+                                          cfg.tools.format))) for ex in bar]

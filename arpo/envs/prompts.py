@@ -16,11 +16,17 @@ def tool_specs(tools: Sequence[str | ToolSpec]) -> list[ToolSpec]:
     return [BUILTIN_SPECS[t] if isinstance(t, str) else t for t in tools]
 
 
-def system_prompt(tools: Sequence[str | ToolSpec]) -> str:
-    """The system message for an agent that may call ``tools`` (built-in names or ``ToolSpec``s, in that order)."""
+def system_prompt(tools: Sequence[str | ToolSpec], tool_format: str = "tags") -> str:
+    """The system message for an agent that may call ``tools`` (built-in names or ``ToolSpec``s, in that order).
+
+    ``tool_format`` "tags" lists the call syntax ``<name>argument</name> description``; "json" lists nothing
+    (the chat template renders the tools' schemas and its own call syntax from ``tools=[...]``) and only says to
+    use them. Both ask for the final answer as ``<answer>...</answer>``."""
     specs = tool_specs(tools)
     lines = ["You solve the task step by step."]
-    if specs:
+    if specs and tool_format == "json":
+        lines.append("Call the tools when they help; each result comes back as a tool message.")
+    elif specs:
         lines.append("Tools: " + " ".join(f"<{s.name}>{s.argument}</{s.name}> {s.description}" for s in specs))
         lines.append("Each result comes back as <result>...</result>.")
     lines.append("Give the final answer as <answer>...</answer>.")

@@ -117,15 +117,17 @@ def extract_answer(response: str, tag: str = "answer") -> str | None:
 
 def strip_results(response: str) -> str:
     """``response`` without its tool results: every ``<result>...</result>`` block is removed, and an unclosed
-    ``<result>`` with all the text after it.
+    ``<result>`` with all the text after it; the same for ``<tool_response>...</tool_response>`` blocks (the
+    tool role of Qwen2.5-style chat templates, where ``tools.format: json`` puts results).
 
-    The engine appends each result as ``\\n<result>\\n...\\n</result>\\n`` with result tags inside the tool's
-    text escaped (``arpo.tools.parser.format_result``), so a block's first ``</result>`` is its end.
+    The engine appends each result as ``\\n<result>\\n...\\n</result>\\n`` (or inside the template's frame)
+    with the frame's tags inside the tool's text escaped (``arpo.tools.parser.format_result``,
+    ``arpo.tools.formats.JsonFormat``), so a block's first closing tag is its end.
     """
     return _RESULT_BLOCK.sub("", response)
 
 
-_RESULT_BLOCK = re.compile(r"<result>.*?(?:</result>|\Z)", re.DOTALL)
+_RESULT_BLOCK = re.compile(r"<(result|tool_response)>.*?(?:</\1>|\Z)", re.DOTALL)
 
 
 def _last_pair(response: str, tag: str) -> re.Match | None:
@@ -205,15 +207,16 @@ def format_reward(response: str, ground_truth: Sequence[str] = (), *, answer_tag
 
     Precisely, in the response without its tool results (``strip_results``): ``extract_answer`` finds a
     complete ``<answer>...</answer>``, and the text after that answer's ``</answer>`` holds no unclosed tool
-    call, i.e. no ``<python>`` or ``<search>`` without a matching closing tag after it (a call the model
-    started after answering and never finished, as a truncated response has).
+    call, i.e. no ``<python>``, ``<search>`` or ``<tool_call>`` (``tools.format: json``) without a matching
+    closing tag after it (a call the model started after answering and never finished, as a truncated response
+    has).
     """
     own = strip_results(response)
     answer = _last_pair(own, answer_tag)
     return float(answer is not None and _UNCLOSED_TOOL.search(own, answer.end()) is None)
 
 
-_UNCLOSED_TOOL = re.compile(rf"<({'|'.join(KNOWN_TOOLS)})>(?![\s\S]*</\1>)")
+_UNCLOSED_TOOL = re.compile(rf"<({'|'.join((*KNOWN_TOOLS, 'tool_call'))})>(?![\s\S]*</\1>)")
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """The tool loop and the ARPO / GRPO samplers: branched rollouts of a batch of prompts, one tree per prompt.
 
-Every path runs the same loop: generate until a tool tag closes, ``</answer>``, EOS or the length limit (a
-call past ``max_tool_calls`` ends the path as ``tool_limit``); a tool call is submitted to the ``ToolBox`` at
-once (it runs while other paths generate), its result is prefilled as context (loss mask 0) and the path
-continues. All live paths of all prompts share each engine
-call, so prompts, forks and continuations are batched together.
+Every path runs the same loop: generate until a tool call closes (``</python>``, or ``</tool_call>`` with
+``tools.format: json``; the ToolBox's ``call_format`` gives the stop strings, the parser and the result tokens),
+``</answer>``, EOS or the length limit (a call past ``max_tool_calls`` ends the path as ``tool_limit``); a tool
+call is submitted to the ``ToolBox`` at once (it runs while other paths generate), its result is prefilled as
+context (loss mask 0) and the path continues. All live paths of all prompts share each engine call, so prompts,
+forks and continuations are batched together.
 
 ARPO (DESIGN.md, "The algorithm"): each prompt is prefilled once and starts N paths. ``H_init`` of a path is
 the mean normalised entropy (entropy / ln V) of its first k generated tokens; after each tool result, ``H_t``
@@ -43,7 +44,6 @@ import numpy as np
 
 from ..config import RolloutConfig
 from ..engines.base import Engine, Request, Result, SamplingParams
-from ..tools.parser import encode_result, parse_action, stop_strings
 from ..tools.toolbox import ToolBox
 from ..tree import TrajectoryTree
 
@@ -143,6 +143,7 @@ class Sampler:
                  answer_tag: str = "answer", deterministic: bool = False):
         self.engine, self.tools, self.tokenizer, self.cfg = engine, tools, tokenizer, cfg
         self.answer_tag = answer_tag
+        self.format = tools.call_format(tokenizer, answer_tag)  # tools.format: stop strings, parser, result tokens
         self.seed = seed
         self.deterministic = deterministic
         self._ln_v = math.log(engine.vocab_size)
@@ -200,7 +201,7 @@ class Sampler:
         p.response += res.tokens
         b.stats.generated += len(res.tokens)
         forks = self._entropy_rule(b, p, res)
-        action = parse_action(self.tokenizer.decode(res.tokens), self.tools.names, self.answer_tag)
+        action = self.format.parse(self.tokenizer.decode(res.tokens))
         if action.kind == "tool" and p.calls >= self.cfg.max_tool_calls:
             self._end(b, p, "tool_limit")
         elif action.kind in ("tool", "invalid"):
@@ -258,7 +259,7 @@ class Sampler:
         out = []
         for fut in sorted(done, key=lambda f: (b.pending[f].key, b.pending[f].segment)):
             p = b.pending.pop(fut)
-            ids = encode_result(self.tokenizer, fut.result().text)
+            ids = self.format.encode_result(fut.result().text)
             if len(ids) >= self._remaining(p):  # no room left to answer after it
                 self._end(b, p, "length")
                 continue
@@ -286,7 +287,7 @@ class Sampler:
         """Sampling parameters; a prefill (``p`` None) samples nothing and needs no seed."""
         c = self.cfg
         return SamplingParams(temperature=c.temperature, top_p=c.top_p, top_k=c.top_k, max_new_tokens=max_new,
-                              stop=tuple(stop_strings(self.tools.names, self.answer_tag)),
+                              stop=self.format.stop_strings,
                               stop_token_ids=self._stop_ids, seed=None if p is None else self._next_seed(p))
 
     def _next_seed(self, p: _Path) -> int:

@@ -22,7 +22,11 @@ ends the turn at that string, exactly as an engine with static stop strings woul
 Tool results go back as ``\\n<result>\\n{text}\\n</result>\\n`` (the text's trailing newlines dropped), encoded
 once, without BOS or other special tokens (``encode_result``); the history is never re-tokenised. The tool's
 text is encoded with ``split_special_tokens=True``: a printed ``<|im_end|>`` stays text, never an EOS or role
-marker. Result tags inside it are escaped so a tool cannot close the result block early.
+marker. Result tags inside it are escaped so a tool cannot close the result block early; characters UTF-8
+cannot encode (lone surrogates) become "?".
+
+The native JSON tool-call format (``tools.format: json``) is ``arpo.tools.json_calls``; ``arpo.tools.formats``
+wraps both formats for the sampler.
 """
 from __future__ import annotations
 
@@ -89,8 +93,15 @@ def _unclosed(text: str, names: Sequence[str]) -> str | None:
     return f"unclosed <{max(opened)[1]}>" if opened else None
 
 
+def encodable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates, e.g. from a tool that decoded bytes with
+    ``surrogateescape``) replaced by "?": the tokenizer refuses such strings, and a tool result must never stop
+    a rollout."""
+    return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
 def _escaped(text: str) -> str:
-    return text.rstrip("\n").replace(RESULT_CLOSE, "</ result>").replace(RESULT_OPEN, "< result>")
+    return encodable(text).rstrip("\n").replace(RESULT_CLOSE, "</ result>").replace(RESULT_OPEN, "< result>")
 
 
 def format_result(text: str) -> str:

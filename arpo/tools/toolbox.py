@@ -17,17 +17,22 @@ from pathlib import Path
 
 from .base import Tool, ToolResult, ToolSpec
 from .custom import CustomToolError, custom_tool, load_factory
+from .formats import FORMATS, JsonFormat, TagFormat
 from .parser import Action
 
 
 class ToolBox:
-    """Runs parsed tool calls. ``tools`` maps tag name → tool; ``max_calls`` is the per-trajectory limit."""
+    """Runs parsed tool calls. ``tools`` maps tag name → tool; ``max_calls`` is the per-trajectory limit;
+    ``format`` is how the model calls them (``tools.format``: "tags" or "json", see ``call_format``)."""
 
-    def __init__(self, tools: Mapping[str, Tool], max_calls: int, pool_size: int = 4):
+    def __init__(self, tools: Mapping[str, Tool], max_calls: int, pool_size: int = 4, format: str = "tags"):
         if max_calls < 0 or pool_size < 1:
             raise ValueError(f"ToolBox: need max_calls >= 0 and pool_size >= 1, got {max_calls}, {pool_size}")
+        if format not in FORMATS:
+            raise ValueError(f"ToolBox: unknown tool-call format {format!r}; choose one of {', '.join(FORMATS)}")
         self.tools = dict(tools)
         self.max_calls = max_calls
+        self.format = format
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="arpo-tool")
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()  # "<tool>.calls", "<tool>.failed", "rejected"
@@ -40,6 +45,13 @@ class ToolBox:
     def specs(self) -> list[ToolSpec]:
         """How each tool is described to the model, in call-name order."""
         return [tool.spec for tool in self.tools.values()]
+
+    def call_format(self, tokenizer, answer_tag: str = "answer") -> TagFormat | JsonFormat:
+        """The ``formats`` object for these tools (stop strings, parser, result encoding); the json format checks
+        ``tokenizer``'s chat template here (``json_calls.TemplateError``)."""
+        if self.format == "json":
+            return JsonFormat(tokenizer, self.specs, answer_tag)
+        return TagFormat(tokenizer, self.names, answer_tag)
 
     def submit(self, action: Action, calls_made: int) -> Future[ToolResult]:
         """Run ``action`` (kind "tool" or "invalid") for a trajectory that already made ``calls_made`` calls."""
@@ -99,7 +111,7 @@ class ToolBox:
 def make_toolbox(cfg, max_calls: int, default_index: Path | None = None,
                  extra: Mapping[str, Callable] | None = None) -> ToolBox:
     """The ToolBox of ``cfg`` (a ``ToolsConfig``): the python sandbox and/or search, as ``cfg.enabled`` says,
-    then the user tools: ``cfg.custom`` (name -> ``package.module:factory``) and ``extra`` (name -> callable),
+    with ``cfg.format`` as the tool-call format, then the user tools: ``cfg.custom`` (name -> ``package.module:factory``) and ``extra`` (name -> callable),
     each wrapped by ``custom.custom_tool`` (``cfg.custom_timeout_s``, ``cfg.max_output_bytes``).
 
     ``default_index`` is the search index used when ``cfg.search_index`` and ``cfg.search_url`` are null
@@ -116,7 +128,7 @@ def make_toolbox(cfg, max_calls: int, default_index: Path | None = None,
             raise CustomToolError(f"tool {name!r}: a built-in tool of that name is enabled (tools.enabled); "
                                   "rename yours or disable the built-in")
         tools[name] = custom_tool(name, fn, timeout_s=cfg.custom_timeout_s, max_output_bytes=cfg.max_output_bytes)
-    return ToolBox(tools, max_calls, cfg.pool_size)
+    return ToolBox(tools, max_calls, cfg.pool_size, cfg.format)
 
 
 def _builtin_tools(cfg, default_index: Path | None) -> dict[str, Tool]:

@@ -99,6 +99,7 @@ class Trainer:
                                                      backend=cfg.train.kernel_backend))
         self.ref = self._make_reference()
         self.toolbox = make_toolbox(cfg.tools, cfg.rollout.max_tool_calls, extra=tools)
+        self.toolbox.call_format(self.tokenizer)  # tools.format json: a template without tools or a tool role fails now
         specs = self.toolbox.specs
         self.train_prompts = load_prompts(cfg, self.tokenizer, "train", tools=specs, no_bar=self._no_bars)
         self.test_prompts = (load_prompts(cfg, self.tokenizer, "test", tools=specs, limit=cfg.train.eval_limit,

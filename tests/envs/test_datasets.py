@@ -296,6 +296,41 @@ def test_build_prompt_without_chat_template(tokenizer):
         build_prompt(plain, qa_example(), tools=[])
 
 
+def test_build_prompt_json_format_renders_the_tool_schemas(json_tool_script, tmp_path):
+    """tools.format json: the schemas go to the chat template as tools=[...]; the system prompt lists no tag
+    syntax and still asks for <answer>; load_prompts passes the config's format."""
+    from arpo.config import ARPOConfig, DataConfig, ToolsConfig
+    from arpo.envs.datasets import load_prompts
+    from arpo.tools.base import BUILTIN_SPECS, ToolSpec
+
+    tok = json_tool_script.make_tokenizer()
+    calc = ToolSpec("calc", "evaluates an arithmetic expression.", "expression")
+    text = tok.decode(build_prompt(tok, qa_example(), tools=["python", calc], tool_format="json"))
+    assert json.dumps(BUILTIN_SPECS["python"].schema()) in text and json.dumps(calc.schema()) in text
+    assert "<python>" not in text and "<calc>" not in text and "<result>" not in text
+    assert "<answer>...</answer>" in text and "<tool_call>" in text  # the template's own call syntax
+    assert system_prompt(["python"], "json") in text
+    assert text.endswith("<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
+    # an example's own system message: kept, and the template still renders the tools after it
+    own = tok.decode(build_prompt(tok, qa_example((SYSTEM, USER)), tools=["python"], tool_format="json"))
+    assert own.startswith("<|im_start|>system\nUse tools.\n\n# Tools") and '"name": "python"' in own
+    # the tag format is unchanged by the template's tool support
+    tags = tok.decode(build_prompt(tok, qa_example(), tools=["python"]))
+    assert "<python>code</python>" in tags and "# Tools" not in tags
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"question": "What is 2+2?", "answer": "4"}) + "\n")
+    cfg = ARPOConfig(data=DataConfig(train=[str(tmp_path / "qa.jsonl")]),
+                     tools=ToolsConfig(enabled=["python"], format="json"))
+    [prompt] = load_prompts(cfg, tok, "train", no_bar=True)
+    assert list(prompt.ids) == build_prompt(tok, qa_example(), tools=["python"], tool_format="json")
+
+
+def test_json_system_prompt_lists_no_tag_syntax():
+    text = system_prompt(["python", "search"], "json")
+    assert "<python>" not in text and "<search>" not in text and "<result>" not in text
+    assert text.endswith("Give the final answer as <answer>...</answer>.")
+    assert system_prompt([], "json") == system_prompt([], "tags")  # no tools: nothing to call either way
+
+
 # ----------------------------------------------------------------------------------------------------------
 # in-memory rows (arpo.Trainer's train_data / test_data)
 

@@ -81,6 +81,11 @@ def test_extract_answer_ignores_tool_results(response, expected):
         ("a<result>x</result>b<result>y <answer>z</answer>", "ab"),  # unclosed: runs to the end
         ("a</result>b", "a</result>b"),  # a stray closing tag stays
         ("no results", "no results"),
+        # tools.format json: results in the template's tool role (<tool_response> inside a user turn)
+        ("a<|im_end|>\n<|im_start|>user\n<tool_response>\n<answer>x</answer>\n</tool_response><|im_end|>\nb",
+         "a<|im_end|>\n<|im_start|>user\n<|im_end|>\nb"),
+        ("a<tool_response>x</result>y", "a"),  # blocks end at their own closing tag
+        ("a<result>x</tool_response>y</result>b", "ab"),
     ],
 )
 def test_strip_results(response, expected):
@@ -174,6 +179,11 @@ def test_f1(response, truth, expected):
         ("<search>q</search>\n<result>\n<answer>4</answer>\n</result>\n", 0.0),  # the answer is a tool's
         ("<answer>4</answer><search>q</search>\n<result>\n<python>x\n</result>\n", 1.0),  # a tool's text
         ("<answer>4</answer><result>\n<python>x", 1.0),  # in an unclosed result block
+        # tools.format json: the same rules for <tool_call> and <tool_response>
+        ('<answer>4</answer> <tool_call>\n{"name": "python", "arg', 0.0),
+        ('<answer>4</answer><tool_call>{"name": "python"}</tool_call>', 1.0),
+        ('<tool_call>{}</tool_call><tool_response>\n<answer>4</answer>\n</tool_response>', 0.0),
+        ("<answer>4</answer><tool_response>\n<tool_call>x", 1.0),
     ],
 )
 def test_format(response, expected):

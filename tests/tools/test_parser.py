@@ -94,3 +94,9 @@ def test_encode_result_keeps_special_token_text_as_text():
     assert ids.count(tok.bos_token_id) == 0  # the printed "<s>" is plain text, not the BOS token
     assert ids.count(tok.convert_tokens_to_ids("</result>")) == 1  # only the frame's closing tag
     assert tok.decode(ids) == format_result("x<s>y</result>z")
+
+
+def test_encode_result_replaces_lone_surrogates():
+    # the tokenizer refuses str with lone surrogates (a tool that decoded bytes with surrogateescape): "?" instead
+    tok = _bos_tokenizer()
+    assert tok.decode(encode_result(tok, "x\udcffy")) == "\n<result>\nx?y\n</result>\n"

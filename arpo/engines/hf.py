@@ -25,6 +25,8 @@ import torch
 
 from arpo_kernels import logprob_entropy
 
+from ..models import merged_state_dict
+
 from .base import Request, Result, SamplingParams
 
 
@@ -110,8 +112,8 @@ class HFEngine:
 
     def update_weights(self, model) -> None:
         """Use ``model``'s weights from now on; every cached KV is stale and dropped (histories stay)."""
-        if model is not self.model:
-            self.model.load_state_dict(model.state_dict())
+        if model is not self.model:  # a LoRA model's weights arrive merged, under the plain model's names
+            self.model.load_state_dict(merged_state_dict(model))
         for seq in self._seqs.values():
             seq.kv = None
 

@@ -24,8 +24,10 @@ from .test_trainer import tiny
 
 pytest.importorskip("peft")
 
-# the KL term: the reference is the policy with its adapters off; one optimiser step per training step
-LORA = ["model.lora_r=4", "model.lora_alpha=8", "algo.kl_coef=0.01", "train.mini_batch_size=2"]
+# the KL term: the reference is the policy with its adapters off; one optimiser step per training step; adapter
+# dropout in the training passes (random: exact resume must restore its RNG too)
+LORA = ["model.lora_r=4", "model.lora_alpha=8", "model.lora_dropout=0.1", "algo.kl_coef=0.01",
+        "train.mini_batch_size=2"]
 
 
 def _lora_model(scale: float = 0.02, targets=("q_proj", "v_proj", "up_proj", "down_proj")):

@@ -3,9 +3,9 @@
 trainer (policy, reference model, tokenizer), ``arpo eval`` and the demo all load through it.
 
 LoRA (peft) lives here too: ``add_lora`` injects adapters into a loaded model in place (only they train),
-``merged_state_dict`` gives the plain model's weights with the adapters merged (what the rollout engines and a
-checkpoint's ``policy/`` get), ``save_lora_adapter`` / ``load_lora_adapter`` write and read a peft adapter
-directory, ``lora_disabled`` runs the base model (the reference model of the KL term).
+``merged_weights`` / ``merged_state_dict`` give the plain model's weights with the adapters merged (what the
+rollout engines and a checkpoint's ``policy/`` get), ``save_lora_adapter`` / ``load_lora_adapter`` write and read
+a peft adapter directory, ``lora_disabled`` runs the base model (the reference model of the KL term).
 """
 from __future__ import annotations
 
@@ -106,23 +106,27 @@ def has_lora(model: nn.Module) -> bool:
     return bool(lora_layers(model))
 
 
-@torch.no_grad()
-def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """``model``'s weights as the plain transformers model's state dict (the names ``from_pretrained`` and the
-    rollout engines use): each LoRA layer's weight merged, W + (alpha / r)·B·A, exactly as peft's
-    ``merge_and_unload`` computes it, the adapters left out. Without LoRA: ``model.state_dict()``."""
+def merged_weights(model: nn.Module):
+    """``(name, tensor)`` pairs of ``model``'s weights as the plain transformers model's state dict (the names
+    ``from_pretrained`` and the rollout engines use): each LoRA layer's weight merged, W + (alpha / r)·B·A,
+    exactly as peft's ``merge_and_unload`` computes it, the adapters left out. One merged tensor is made at a
+    time (the others are the model's own), so a consumer that copies each away never holds a second model.
+    Without LoRA: ``model.state_dict()``'s items."""
     layers = lora_layers(model)
-    state = model.state_dict()
-    if not layers:
-        return state
-    out = {}
-    for key, value in state.items():
+    for key, value in model.state_dict().items():
         owner, sep, rest = key.partition(".base_layer.")
         if sep and owner in layers:
-            out[f"{owner}.{rest}"] = value + layers[owner].get_delta_weight(ADAPTER) if rest == "weight" else value
+            if rest == "weight":
+                with torch.no_grad():
+                    value = value + layers[owner].get_delta_weight(ADAPTER)
+            yield f"{owner}.{rest}", value
         elif key.partition(".lora_")[0] not in layers:
-            out[key] = value
-    return out
+            yield key, value
+
+
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``merged_weights`` as a dict (every merged tensor at once: for saving)."""
+    return dict(merged_weights(model))
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -1,18 +1,19 @@
 """One policy-update step with LoRA (model.lora_r > 0) vs full fine-tuning, in one run: step time and
 optimizer memory.
 
-Trees: synthetic ARPO-shaped rollouts (arpo.tree.synthetic: 2 prompts x 8 leaves, 4 initial paths, 2 tool turns,
-~32-token segments, rewards 0/1; ~2,200 unique tokens) over the model's vocabulary, tree-packed. One update step = the old-log-prob
-forward + one PPO epoch (forward/backward through linear_logprob_entropy and policy_loss) + the AdamW step, with
-the trainer's own code (arpo.train.optim.TorchBackend over arpo.train.policy.PolicyLogprobs; LoRA through
-arpo.models.add_lora, as the trainer builds it). Reported (extra_info): trainable parameters, the bytes of AdamW's
-state after the step (exp_avg + exp_avg_sq + step: what a checkpoint's trainer_state.pt holds) and of the
-gradients, tokens forwarded, and the process CPU seconds of the fastest round (``cpu_s``). One torch thread: on
-the shared 2-core machines wall time swings several-fold with the other tenants' load, and with 2 threads so does
-CPU time (OpenMP threads spin while they wait for each other); one thread's CPU time is the work done.
+Trees: synthetic ARPO-shaped rollouts (arpo.tree.synthetic: 2 prompts x 8 leaves, 4 initial paths, 2 tool
+turns, ~32-token segments, rewards 0/1; 1,778 unique and 3,006 flat tokens) over the model's vocabulary,
+tree-packed. One update step = the old-log-prob forward + one PPO epoch (forward/backward through
+linear_logprob_entropy and policy_loss) + the AdamW step, with the trainer's own code
+(arpo.train.optim.TorchBackend over arpo.train.policy.PolicyLogprobs; LoRA through arpo.models.add_lora, as the
+trainer builds it). Reported (extra_info): trainable parameters, the bytes of AdamW's state after the step
+(exp_avg + exp_avg_sq + step: what a checkpoint's trainer_state.pt holds) and of the gradients, tokens
+forwarded, and the process CPU seconds of the fastest round (``cpu_s``). One torch thread: on the shared 2-core
+machines wall time swings several-fold with the other tenants' load, and with 2 threads so does CPU time (OpenMP
+threads spin while they wait for each other); one thread's CPU time is the work done.
 
 Two models: the demo agent (1.5M parameters, hidden 160) and a wider random-initialised Qwen2 of the same
-vocabulary (hidden 1024, 4 layers, intermediate 2816, 16 heads / 4 KV heads: ~46M parameters), where the linear
+vocabulary (hidden 1024, 4 layers, intermediate 2816, 16 heads / 4 KV heads: 47.2M parameters), where the linear
 layers dominate. LoRA: rank 16, alpha 32, every attention and MLP projection (the default model.lora_targets).
 Run: pytest bench/bench_lora.py --benchmark-only (about 2 minutes on 2 cores).
 """
@@ -62,8 +63,8 @@ def backend(model, mode: str) -> TorchBackend:
     if mode == "lora":
         torch.manual_seed(0)
         add_lora(model, r=RANK, alpha=ALPHA, targets=list(LORA_TARGETS))
-    return TorchBackend(PolicyLogprobs(model, backend="auto"), TrainConfig(lr=1e-5, micro_batch_tokens=MICRO_TOKENS),
-                        torch.device("cpu"))
+    train = TrainConfig(lr=1e-5, micro_batch_tokens=MICRO_TOKENS)
+    return TorchBackend(PolicyLogprobs(model, backend="auto"), train, torch.device("cpu"))
 
 
 def update_step(opt: TorchBackend, trees) -> int:
@@ -128,7 +129,8 @@ def test_update_step(benchmark, models, mode, which):
         "model": which, "mode": mode, "params": sum(p.numel() for p in opt.model.parameters()),
         "trainable_params": trainable, "optimizer_state_mb": round(state_bytes(opt.optimizer) / 2**20, 3),
         "grad_mb": round(sum(p.numel() * p.element_size() for p in opt.params) / 2**20, 3),
-        "cpu_s": round(min(cpu), 3), "tokens_forwarded": forwarded, "machine": platform.processor() or platform.machine(),
+        "cpu_s": round(min(cpu), 3), "tokens_forwarded": forwarded,
+        "machine": platform.processor() or platform.machine(),
         "torch_threads": torch.get_num_threads()})
     assert len(opt.optimizer.state) == len(opt.params)  # every trainable tensor was stepped
     assert torch.get_num_threads() == 1

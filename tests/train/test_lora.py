@@ -31,7 +31,7 @@ LORA = ["model.lora_r=4", "model.lora_alpha=8", "model.lora_dropout=0.1", "algo.
 
 
 def _lora_model(scale: float = 0.02, targets=("q_proj", "v_proj", "up_proj", "down_proj")):
-    """The demo agent with rank-4 adapters whose B is random (peft starts B at 0: the adapter would be a no-op)."""
+    """The demo agent with rank-4 adapters whose B is random (peft starts B at 0, a no-op adapter)."""
     torch.manual_seed(0)
     model = add_lora(load_causal_lm(str(DEMO)), r=4, alpha=8.0, targets=list(targets))
     with torch.no_grad():
@@ -213,3 +213,23 @@ def test_resume_on_another_base_model_is_refused(lora_run, tmp_path):
     with pytest.raises(ValueError, match="differs from the base model"):
         Trainer(tiny(tmp_path / "x", "train.total_steps=3", *LORA, f"model.path={other}",
                      f"model.tokenizer={DEMO}"), resume=str(ckpt.checkpoint_dir(out, 1)), progress=False)
+
+
+def test_engine_refuses_weights_that_do_not_fit():
+    """The engine copies the merged weights one tensor at a time; a model of another shape, or one missing
+    weights, is an error (as load_state_dict's strict check was), not a partial copy."""
+    from transformers import AutoTokenizer
+
+    from arpo.engines.hf import HFEngine
+
+    engine = HFEngine(load_causal_lm(str(DEMO)), AutoTokenizer.from_pretrained(DEMO))
+    with pytest.raises(ValueError, match=re.escape("update_weights: weight (3, 2) does not fit the engine's model "
+                                                   "(no such weight)")):
+        engine.update_weights(torch.nn.Linear(2, 3))
+    lora = _lora_model()
+    lora.model.norm = torch.nn.Identity()  # its weight is gone
+    with pytest.raises(ValueError, match=re.escape("update_weights: missing weights ['model.norm.weight']")):
+        engine.update_weights(lora)
+    engine.update_weights(_lora_model())  # the same architecture with adapters: fits
+    assert torch.equal(engine.model.state_dict()["model.layers.0.self_attn.q_proj.weight"],
+                       merged_state_dict(_lora_model())["model.layers.0.self_attn.q_proj.weight"])

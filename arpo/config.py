@@ -38,6 +38,7 @@ import yaml
 __all__ = [
     "DATA_SUFFIXES",
     "EMBEDDED_TASKS",
+    "LORA_TARGETS",
     "REWARD_FNS",
     "TOOL_FORMATS",
     "ARPOConfig",
@@ -62,6 +63,8 @@ __all__ = [
 
 EMBEDDED_TASKS = ("arith", "kbqa")
 DATA_SUFFIXES = (".parquet", ".jsonl")
+# LoRA's default targets: the attention and MLP projections of Qwen2/Llama-style decoders
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 REWARD_FNS = ("auto", "exact_match", "f1", "math", "format", "random")
 TOOL_FORMATS = ("tags", "json")  # arpo.tools.formats.FORMATS (tests/test_choices.py keeps them equal)
 _IMPORT_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -285,11 +288,38 @@ class ModelConfig(_Section):
     ref_path: str | None = _f(
         None,
         "frozen reference model for the KL term; null = a frozen copy of model.path "
-        "(loaded only when algo.kl_coef > 0)",
+        "(loaded only when algo.kl_coef > 0; with LoRA: the policy with its adapters off, no copy)",
+    )
+    lora_r: int = _f(
+        0,
+        "LoRA rank (peft): > 0 trains only low-rank adapters on model.lora_targets (optimizer state and "
+        "checkpoints hold only them; the rollout engine gets merged weights); 0 = full fine-tuning",
+    )
+    lora_alpha: float = _f(
+        16.0, "LoRA scale numerator: each target's weight becomes W + (lora_alpha / lora_r)·B·A"
+    )
+    lora_targets: list[str] = _f(
+        list(LORA_TARGETS),
+        "modules that get LoRA adapters: nn.Linear layers whose name equals an entry or ends in '.<entry>' "
+        "(peft's rule); default: every attention and MLP projection of Qwen2/Llama-style models; the LM head "
+        "is refused",
+    )
+    lora_dropout: float = _f(
+        0.0,
+        "dropout on the adapters' input in training passes; the old-log-prob pass runs without it, so > 0 "
+        "makes the first-epoch ratio differ from 1",
     )
 
     def validate(self) -> None:
         self._require(self.path != "", "path", "a non-empty path")
+        self._require(self.lora_r >= 0, "lora_r", ">= 0 (0 = full fine-tuning)")
+        alpha_ok = 0.0 < self.lora_alpha and math.isfinite(self.lora_alpha)
+        self._require(alpha_ok, "lora_alpha", "finite and > 0")
+        self._require(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "in [0, 1)")
+        self._require(len(self.lora_targets) > 0 and all(self.lora_targets), "lora_targets",
+                      "a non-empty list of non-empty module names")
+        self._require(len(set(self.lora_targets)) == len(self.lora_targets), "lora_targets",
+                      "a list without duplicates")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -634,6 +664,12 @@ class ARPOConfig:
 
             if self.algo.loss not in PACKED_EXACT:
                 raise ConfigError(f"algo.loss: {self.algo.loss!r} has no exact packed form; use train.update = flat")
+        if self.train.deepspeed and self.model.lora_r > 0:
+            raise ConfigError(
+                "model.lora_r: LoRA is not supported with train.deepspeed (the DeepSpeed backend gathers, "
+                "fingerprints and saves plain weights only); set model.lora_r = 0 or train.deepspeed = false; "
+                f"got {self.model.lora_r}"
+            )
         if self.train.eval_every > 0 and not self.data.test:
             raise ConfigError(
                 "train.eval_every: must be 0 when data.test is empty (nothing to evaluate); "

@@ -15,7 +15,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 GPU_SECTION = HERE / "GPU.md"
 EXTRA = ("tokens_forwarded", "unique_tokens", "sharing_ratio", "trained_tokens_per_s", "gen_tokens_per_s",
-         "shared_prefix_cached", "GB_per_s", "gb_per_s", "tflops", "peak_extra_mb", "device")
+         "shared_prefix_cached", "GB_per_s", "gb_per_s", "tflops", "peak_extra_mb", "device", "trainable_params",
+         "optimizer_state_mb", "cpu_s")
 
 
 def machine(data: dict) -> str:

@@ -384,6 +384,16 @@ def test_wrong_type_in_python_constructor_is_rejected():
             "data.reward: must be one of auto, exact_match, f1, math, format, random or an import path",
         ),
         ("model.dtype=int8", "model.dtype: must be one of 'float32', 'bfloat16', 'float16'; got 'int8'"),
+        ("model.lora_r=-1", "model.lora_r: must be >= 0 (0 = full fine-tuning); got -1"),
+        ("model.lora_alpha=0", "model.lora_alpha: must be finite and > 0; got 0.0"),
+        ("model.lora_alpha=.inf", "model.lora_alpha: must be finite and > 0; got inf"),
+        ("model.lora_dropout=1", "model.lora_dropout: must be in [0, 1); got 1.0"),
+        ("model.lora_targets=[]", "model.lora_targets: must be a non-empty list of non-empty module names"),
+        ("model.lora_targets=[q_proj, '']", "model.lora_targets: must be a non-empty list of non-empty module"),
+        (
+            "model.lora_targets=[q_proj, q_proj]",
+            "model.lora_targets: must be a list without duplicates; got ['q_proj', 'q_proj']",
+        ),
     ],
 )
 def test_validation_errors_name_the_key(override, message):
@@ -419,6 +429,20 @@ def test_cross_section_checks():
     with raises("train.eval_every: must be 0 when data.test is empty"):
         load_config(overrides=["data.test=[]"])
     assert load_config(overrides=["data.test=[]", "train.eval_every=0"]).data.test == []
+    with raises("model.lora_r: LoRA is not supported with train.deepspeed"):
+        load_config(overrides=["model.lora_r=8", "train.deepspeed=true"])
+    assert load_config(overrides=["model.lora_r=0", "train.deepspeed=true"]).train.deepspeed
+
+
+def test_lora_keys():
+    cfg = load_config(overrides=["model.lora_r=8", "model.lora_alpha=32",
+                                 "model.lora_targets=[q_proj, v_proj]", "model.lora_dropout=0.1"])
+    assert (cfg.model.lora_r, cfg.model.lora_alpha, cfg.model.lora_targets, cfg.model.lora_dropout) == (
+        8, 32.0, ["q_proj", "v_proj"], 0.1)
+    default = load_config().model
+    assert default.lora_r == 0 and default.lora_dropout == 0.0  # full fine-tuning unless asked
+    assert default.lora_targets == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                    "down_proj"]
 
 
 # ------------------------------------------------------------------------------------------- round trip

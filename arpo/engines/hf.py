@@ -25,6 +25,8 @@ import torch
 
 from arpo_kernels import logprob_entropy
 
+from ..models import merged_weights
+
 from .base import Request, Result, SamplingParams
 
 
@@ -111,9 +113,24 @@ class HFEngine:
     def update_weights(self, model) -> None:
         """Use ``model``'s weights from now on; every cached KV is stale and dropped (histories stay)."""
         if model is not self.model:
-            self.model.load_state_dict(model.state_dict())
+            self._copy_weights(merged_weights(model))
         for seq in self._seqs.values():
             seq.kv = None
+
+    @torch.no_grad()
+    def _copy_weights(self, weights) -> None:
+        """Copy ``(name, tensor)`` pairs (every one of the model's state-dict names, matching shapes) into the
+        model, one at a time: a LoRA model's merged weights are made one tensor at a time and never all at once."""
+        own, seen = self.model.state_dict(), set()
+        for name, t in weights:
+            if name not in own or own[name].shape != t.shape:
+                got = "no such weight" if name not in own else f"shape {tuple(own[name].shape)}"
+                raise ValueError(f"update_weights: {name} {tuple(t.shape)} does not fit the engine's model "
+                                 f"({got})")
+            own[name].copy_(t)
+            seen.add(name)
+        if seen != own.keys():
+            raise ValueError(f"update_weights: missing weights {sorted(own.keys() - seen)[:5]}")
 
     @torch.no_grad()
     def generate(self, requests: list[Request]) -> list[Result]:

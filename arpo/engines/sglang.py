@@ -35,7 +35,8 @@ built. The protocol maps onto SGLang's offline Engine API (``srt/entrypoints/eng
   at the model's own EOS ids (tokenizer / generation config) even when they are not in ``stop_token_ids``;
   that is reported as "eos" too.
 - Seeds go to ``sampling_seed`` (recent SGLang; reproducible only under ``enable_deterministic_inference``).
-- Weights: ``update_weights`` pushes ``model.state_dict()`` in chunks through ``update_weights_from_tensor``
+- Weights: ``update_weights`` pushes the model's weights (``arpo.models.merged_weights``: a LoRA model's
+  merged) in chunks through ``update_weights_from_tensor``
   (``weight_sync="tensor"``: same machine, CPU or CUDA tensors) or saves the model and calls
   ``update_weights_from_disk`` (``"disk"``); then the radix cache is flushed, its KV being stale.
 """
@@ -50,6 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..models import has_lora, merged_state_dict, merged_weights
 from .base import Request, Result, SamplingParams
 
 EXTRA_HINT = "the sglang engine needs the optional extra: pip install 'arpo-engine[sglang]'"
@@ -279,8 +281,8 @@ class SGLangEngine:
     def update_weights(self, model) -> None:
         """Serve ``model``'s weights from now on (HF parameter names); the radix cache is flushed."""
         model = getattr(model, "module", model)  # DDP / DeepSpeed wrappers
-        if self.weight_sync == "tensor":
-            for chunk in _chunks(model.state_dict(), self.tensor_chunk_bytes):
+        if self.weight_sync == "tensor":  # a LoRA model's weights go merged, under the plain model's names
+            for chunk in _chunks(merged_weights(model), self.tensor_chunk_bytes):
                 _check(self._engine.update_weights_from_tensor(named_tensors=chunk, flush_cache=False),
                        "update_weights_from_tensor")
         else:
@@ -316,14 +318,17 @@ class SGLangEngine:
         else:  # drop the previous save (a different shard count would leave stale files)
             shutil.rmtree(self._weights_dir)
             os.makedirs(self._weights_dir)
-        model.save_pretrained(self._weights_dir)
+        if has_lora(model):  # the plain model with the adapters merged
+            model.save_pretrained(self._weights_dir, state_dict=merged_state_dict(model))
+        else:
+            model.save_pretrained(self._weights_dir)
         return self._weights_dir
 
 
-def _chunks(state_dict, max_bytes: int):
-    """``[(name, tensor), ...]`` lists of about ``max_bytes`` each, in ``state_dict`` order."""
+def _chunks(weights, max_bytes: int):
+    """``[(name, tensor), ...]`` lists of about ``max_bytes`` each from ``(name, tensor)`` pairs, in order."""
     chunk, size = [], 0
-    for name, t in state_dict.items():
+    for name, t in weights:
         chunk.append((name, t.detach()))
         size += t.numel() * t.element_size()
         if size >= max_bytes:

@@ -2,7 +2,9 @@
 
 ``RUN_DIR/checkpoints/step_000040/`` holds
   policy/            the policy (``save_pretrained``, safetensors) and its tokenizer: loadable by transformers
-                     and SGLang as it is
+                     and SGLang as it is (with LoRA: the base model with the adapters merged)
+  adapter/           with LoRA (model.lora_r > 0): the adapter alone, as peft saves it (adapter_config.json,
+                     adapter_model.safetensors); --resume loads the base from model.path and this over it
   trainer_state.pt   step, optimizer and scheduler states (torch backend), RNG states, a few run facts
   config.yaml        the run's config
   deepspeed/         DeepSpeed's own files (ZeRO-partitioned optimizer states) when train.deepspeed is on
@@ -31,9 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models import has_lora, merged_state_dict, save_lora_adapter
+
 CHECKPOINTS = "checkpoints"
 _NAME = re.compile(r"^step_(\d{6,})$")
 STATE_FILE = "trainer_state.pt"
+ADAPTER_DIR = "adapter"
 MANIFEST = "manifest.json"
 
 
@@ -219,9 +224,18 @@ def fingerprint(model: torch.nn.Module) -> list[float]:
 
 def save_policy(directory: Path, model: torch.nn.Module, tokenizer, state_dict: dict | None = None) -> None:
     """``save_pretrained`` of the model (safetensors; ``state_dict`` overrides its weights, e.g. gathered
-    from ZeRO-3 partitions) and its tokenizer into ``directory``."""
+    from ZeRO-3 partitions) and its tokenizer into ``directory``. A model with LoRA adapters is saved as the
+    plain model with the adapters merged (``save_adapter`` writes the adapter alone)."""
+    if state_dict is None and has_lora(model):
+        state_dict = merged_state_dict(model)
     model.save_pretrained(directory, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(directory)
+
+
+def save_adapter(checkpoint: Path, model: torch.nn.Module) -> None:
+    """``checkpoint/adapter``: the LoRA adapter of ``model`` as peft saves it (nothing without LoRA)."""
+    if has_lora(model):
+        save_lora_adapter(checkpoint / ADAPTER_DIR, model)
 
 
 def _require_checkpoint(checkpoint: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..config import TrainConfig
-from .checkpoint import STATE_FILE, save_policy
+from .checkpoint import STATE_FILE, save_adapter, save_policy
 from .microbatch import MicroBatch
 from .policy import PolicyLogprobs
 
@@ -96,8 +96,10 @@ class TorchBackend:
         return batches  # one process: nothing to line up
 
     def save_checkpoint(self, directory: Path, state: dict, tokenizer) -> None:
-        """The policy (save_pretrained) and the trainer state with optimizer and scheduler into ``directory``."""
+        """The policy (save_pretrained; with LoRA merged, plus the adapter alone) and the trainer state with
+        optimizer and scheduler (with LoRA: of the adapter weights only) into ``directory``."""
         save_policy(directory / "policy", self.model, tokenizer)
+        save_adapter(directory, self.model)
         state = {**state, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
         torch.save(state, directory / STATE_FILE)
 

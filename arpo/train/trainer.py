@@ -36,7 +36,7 @@ from ..config import ARPOConfig, ConfigError, as_config, config_to_dict, dump_ya
 from ..envs import rewards as rewards_mod
 from ..envs.datasets import dataset_entries, load_rows, write_jsonl
 from ..evaluate import evaluate
-from ..models import load_causal_lm, load_tokenizer, pick_device
+from ..models import add_lora, load_causal_lm, load_lora_adapter, load_tokenizer, lora_disabled, pick_device
 from ..rollout.sampler import Rollout, Sampler
 from ..tools.toolbox import make_toolbox
 from . import checkpoint as ckpt
@@ -91,8 +91,15 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or cfg.model.path)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        model = load_causal_lm(str(checkpoint / "policy") if checkpoint else cfg.model.path, device=self.dist.device)
-        self.engine = self._make_engine(model)  # before gradient checkpointing: the engine's copy never needs it
+        state = ckpt.load_state(checkpoint) if checkpoint else None
+        if state is not None:
+            self._check_resume_lora(checkpoint, state)
+        lora = cfg.model.lora_r > 0  # LoRA: the base from model.path, the adapter from the checkpoint
+        model = load_causal_lm(str(checkpoint / "policy") if checkpoint and not lora else cfg.model.path,
+                               device=self.dist.device)
+        self.engine = self._make_engine(model)  # before LoRA and gradient checkpointing: a plain copy
+        if lora:
+            self._add_lora(model, checkpoint, state)
         if cfg.train.grad_checkpointing:
             enable_activation_checkpointing(model)
         self.opt = self._make_backend(PolicyLogprobs(model, temperature=cfg.rollout.temperature,
@@ -104,7 +111,7 @@ class Trainer:
         self.train_prompts = load_prompts(cfg, self.tokenizer, "train", tools=specs, no_bar=self._no_bars)
         self.test_prompts = (load_prompts(cfg, self.tokenizer, "test", tools=specs, limit=cfg.train.eval_limit,
                                           no_bar=self._no_bars) if cfg.train.eval_every > 0 else [])
-        self.start_step = self._restore(checkpoint) if checkpoint else 0
+        self.start_step = self._restore(checkpoint, state) if checkpoint else 0
         self.logger = None
         if self.dist.is_main:
             self._write_run_config()
@@ -182,8 +189,36 @@ class Trainer:
             return DeepSpeedBackend(policy, self.cfg, self.dist)
         return TorchBackend(policy, self.cfg.train, self.dist.device)
 
+    def _check_resume_lora(self, checkpoint: Path, state: dict) -> None:
+        """A checkpoint resumes only with the LoRA settings it was trained with (none: full fine-tuning)."""
+        saved, m = state["config"].get("model", {}), self.cfg.model
+        keys = ("lora_r", "lora_alpha", "lora_targets") if m.lora_r > 0 else ("lora_r",)
+        for key in keys:
+            was, now = saved.get(key, 0 if key == "lora_r" else None), getattr(m, key)
+            if was != now:
+                raise ConfigError(f"model.{key}: checkpoint {checkpoint.name} was trained with model.{key} = "
+                                  f"{was!r}; got {now!r} (resume with the settings it was trained with)")
+
+    def _add_lora(self, model, checkpoint: Path | None, state: dict | None) -> None:
+        """Adapters into ``model`` (only they train); when resuming, their weights from the checkpoint, over the
+        same base model (checked by fingerprint), and the merged weights to the engine."""
+        m = self.cfg.model
+        base_print = ckpt.fingerprint(model)
+        add_lora(model, r=m.lora_r, alpha=m.lora_alpha, targets=m.lora_targets, dropout=m.lora_dropout,
+                 base_path=m.path)
+        self._base_fingerprint = base_print
+        if checkpoint is None:
+            return
+        if state.get("base_fingerprint") != base_print:
+            raise ValueError(f"model.path {m.path!r} differs from the base model checkpoint {checkpoint} was "
+                             "trained on (weight fingerprints differ); its adapter only fits that base")
+        load_lora_adapter(model, checkpoint / ckpt.ADAPTER_DIR)
+        self.engine.update_weights(model)
+
     def _make_reference(self) -> PolicyLogprobs | None:
-        if self.cfg.algo.kl_coef == 0.0:
+        """The frozen reference model of the KL term: model.ref_path, else a copy of model.path; None without
+        the KL term, or with LoRA and no ref_path: then the reference is the policy with its adapters off."""
+        if self.cfg.algo.kl_coef == 0.0 or (self.cfg.model.lora_r > 0 and self.cfg.model.ref_path is None):
             return None
         ref = load_causal_lm(self.cfg.model.ref_path or self.cfg.model.path, device=self.dist.device)
         ref.requires_grad_(False)
@@ -205,8 +240,7 @@ class Trainer:
         return HFEngine(copy_, self.tokenizer, token_budget=r.token_budget, share_prefix=r.share_prefix,
                         seed=self.cfg.train.seed)
 
-    def _restore(self, checkpoint: Path) -> int:
-        state = ckpt.load_state(checkpoint)
+    def _restore(self, checkpoint: Path, state: dict) -> int:
         self.opt.load_checkpoint(checkpoint, state)
         ckpt.set_rng_state(state["rng"][self.dist.rank] if self.dist.rank < len(state["rng"]) else state["rng"][0])
         return int(state["step"])
@@ -321,7 +355,7 @@ class Trainer:
                                  pad_id=self.pad_id, whole_trees=self.opt.policy.block_sparse) for i in starts]
         batches = self.opt.align_micro_batches(batches)
         forwarded = attach_old_logprobs(lambda mb: self.opt.forward(mb, train=False), batches, cfg.algo,
-                                        None if self.ref is None else self._ref_forward)
+                                        self._ref_forward if cfg.algo.kl_coef > 0 else None)
         total = sum(len(b) for b in batches) * cfg.train.ppo_epochs
         with tqdm(total=total, desc="update", unit="micro", leave=False, disable=self._no_bars) as bar:
             metrics, fwd = ppo_update(self.opt, batches, cfg.algo, cfg.train.ppo_epochs,
@@ -336,6 +370,9 @@ class Trainer:
 
     @torch.no_grad()
     def _ref_forward(self, mb) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.ref is None:  # LoRA: the base model is the policy with its adapters off
+            with lora_disabled(self.opt.model):
+                return self.opt.forward(mb, train=False)
         return self.ref(mb.to(self.dist.device))
 
     def _evaluate(self, step: int) -> dict:
@@ -358,6 +395,8 @@ class Trainer:
     def save(self, step: int) -> Path:
         """Write the checkpoint of ``step`` (atomically; all ranks take part under DeepSpeed)."""
         state = {"step": step, "rng": self._gather(ckpt.rng_state()), "config": config_to_dict(self.cfg)}
+        if self.cfg.model.lora_r > 0:  # the adapter fits only this base model: resume checks it
+            state["base_fingerprint"] = self._base_fingerprint
         if self.dist.active:  # data parallel: every rank must hold the same weights; record what each holds
             with self.opt.full_weights() as model:
                 prints = self._gather(ckpt.fingerprint(model))

@@ -151,7 +151,9 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The adapter weights under peft's file names (``...q_proj.lora_A.weight``)."""
     from peft import get_peft_model_state_dict
 
-    return get_peft_model_state_dict(model, adapter_name=ADAPTER)
+    # save_embedding_layers=False: adapters sit on Linear layers only (no embedding is ever a target), and peft's
+    # "auto" would look the base model's config up by name, on the hub when the path is not the working directory's
+    return get_peft_model_state_dict(model, adapter_name=ADAPTER, save_embedding_layers=False)
 
 
 def save_lora_adapter(directory: str | Path, model: nn.Module) -> None:

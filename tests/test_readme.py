@@ -46,7 +46,9 @@ def test_readme_snippets(tmp_path, monkeypatch):
                     assert box.run(Action("tool", name, "France"), 0).ok
         else:
             raise AssertionError(f"a tested block of unknown kind {kind!r}")
-    assert namespace["trainer"].final_step == 1
+    assert namespace["trainer"].final_step == 1 and namespace["lora"].final_step == 1
+    assert {"adapter", "policy", "trainer_state.pt"} <= {p.name for p in (tmp_path / "runs" / "capitals-lora" /
+                                                                          "checkpoints" / "step_000001").iterdir()}
     assert os.path.isfile(tmp_path / "runs" / "capitals-eval" / "summary.json")
     assert 0.0 <= namespace["summary"]["accuracy"] <= 1.0
     sys.modules.pop("mytools", None)

@@ -97,10 +97,15 @@ def test_lora_disabled_is_the_base_model_bit_for_bit():
 CASES = [("soft", "token-mean", False), ("hard", "seq-mean-token-mean", True)]
 
 
-@pytest.mark.parametrize("credit, agg, whole_trees", CASES)
-def test_packed_equals_flat_with_lora(credit, agg, whole_trees):
+@pytest.fixture(scope="module")
+def lora_trees():
     model = _lora_model()
-    trees = _trees(model)
+    return model, _trees(model)
+
+
+@pytest.mark.parametrize("credit, agg, whole_trees", CASES)
+def test_packed_equals_flat_with_lora(lora_trees, credit, agg, whole_trees):
+    model, trees = lora_trees
     algo = AlgoConfig(agg=agg, clip_low=0.02, clip_high=0.03, entropy_coef=0.01)
     loss_f, g_f, _ = _loss_and_grads(model, trees, "flat", agg, credit, 10_000, algo)
     loss_p, g_p, _ = _loss_and_grads(model, trees, "packed", agg, credit, 10_000, algo, whole_trees)

@@ -1,13 +1,22 @@
-# The two commands of README.md, plus benchmarks. Each target creates .venv and installs what is missing;
-# a second run installs nothing (the stamp file records the last install).
+# The two commands of README.md, plus benchmarks. Each target creates the venv it needs (.venv; .venv-peers
+# for the TRL/verl integration) and installs what is missing; a second run installs nothing (the stamp file
+# records the last install).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 PYTEST := $(PY) -m pytest
+# The peer venv: TRL and verl beside this project (arpo_kernels.integrations, its tests and benchmarks), kept
+# out of .venv so that installing a peer never changes what the project runs on. TRL and verl's imported
+# modules' needs are pyproject's `peers` extra; verl is pinned here, not there, because it is installed with
+# --no-deps (its own requirements would downgrade transformers), which an extra cannot say.
+PEERS := .venv-peers
+PEERS_PY := $(PEERS)/bin/python
+PEERS_STAMP := $(PEERS)/.installed
+VERL_SPEC ?= verl==0.9.1
 
-.PHONY: demo test bench clean
+.PHONY: demo test peers bench clean
 
 demo: $(STAMP)
 	$(VENV)/bin/arpo demo
@@ -15,6 +24,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PYTEST) tests -q
 	ARPO_PURE_PYTHON=1 $(PYTEST) tests/tree -q
+
+peers: $(PEERS_STAMP)
 
 bench: $(STAMP)
 	mkdir -p runs/bench
@@ -31,5 +42,15 @@ $(STAMP): $(PY) pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(PEERS_PY):
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS_PY) -m pip install -q --upgrade pip
+
+$(PEERS_STAMP): $(PEERS_PY) pyproject.toml setup.py Makefile $(wildcard csrc/*.cpp csrc/*.h)
+	$(PEERS_PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PEERS_PY) -m pip install -q -e '.[dev,peers]'
+	$(PEERS_PY) -m pip install -q --no-deps "$(VERL_SPEC)"
+	touch $(PEERS_STAMP)
+
 clean:
-	rm -rf $(VENV) build *.egg-info arpo/*.so
+	rm -rf $(VENV) $(PEERS) build *.egg-info arpo/*.so

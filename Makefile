@@ -16,14 +16,19 @@ PEERS_PY := $(PEERS)/bin/python
 PEERS_STAMP := $(PEERS)/.installed
 VERL_SPEC ?= verl==0.9.1
 
-.PHONY: demo test peers bench clean
+.PHONY: demo test test-peers peers bench clean
 
 demo: $(STAMP)
 	$(VENV)/bin/arpo demo
 
-test: $(STAMP)
+test: $(STAMP) $(PEERS_STAMP)
 	$(PYTEST) tests -q
 	ARPO_PURE_PYTHON=1 $(PYTEST) tests/tree -q
+	$(MAKE) test-peers
+
+# tests/integrations against the installed TRL and verl (the main run above does not collect them)
+test-peers: $(PEERS_STAMP)
+	ARPO_REQUIRE_PEERS=1 $(PEERS_PY) -m pytest tests/integrations -q
 
 peers: $(PEERS_STAMP)
 

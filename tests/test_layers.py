@@ -4,7 +4,7 @@ functions included.
 
 Layers, low to high (a module belongs to the layer whose name is its longest dotted prefix):
 
-  arpo_kernels   the fused kernels: imports nothing of arpo
+  arpo_kernels   the fused kernels: imports nothing of arpo (arpo_kernels.integrations: TRL and verl too)
   arpo           the root package alone (its ``__version__``; envs.rewards reads ``arpo.__file__``)
   arpo.algos     advantage estimators and loss variants: registries the config names (numpy, torch, kernels)
   arpo.config    the config schema
@@ -150,6 +150,13 @@ def test_the_root_facade_imports_the_api_only():
     known = set(_modules())
     assert imports_of(source, "arpo", True, known, lazy=True) == {"arpo.api"}
     assert imports_of(source, "arpo", True, known, lazy=False) == set()  # `import arpo` loads no layer
+
+
+def test_the_integrations_import_only_the_kernels():
+    graph = import_graph()
+    assert graph["arpo_kernels.integrations"] == set()  # nor TRL or verl: tests/test_packaging.py
+    for name in ("arpo_kernels.integrations.trl", "arpo_kernels.integrations.verl"):
+        assert graph[name] and all(m.startswith("arpo_kernels.") for m in graph[name]), (name, graph[name])
 
 
 def test_evaluation_never_imports_training():

@@ -18,3 +18,9 @@ def test_core_imports_are_light():
     out = run("import sys, arpo, arpo.config, arpo.tree, arpo.cli; "
               "print(sorted(m for m in ('torch', 'transformers', 'triton', 'numba') if m in sys.modules))")
     assert out == "[]"
+
+
+def test_the_integrations_package_imports_neither_library():
+    out = run("import sys, arpo_kernels.integrations; "
+              "print(sorted(m for m in ('arpo', 'trl', 'verl') if m in sys.modules))")
+    assert out == "[]"

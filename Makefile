@@ -16,7 +16,7 @@ PEERS_PY := $(PEERS)/bin/python
 PEERS_STAMP := $(PEERS)/.installed
 VERL_SPEC ?= verl==0.9.1
 
-.PHONY: demo test test-peers peers bench clean
+.PHONY: demo test test-peers peers bench bench-peers clean
 
 demo: $(STAMP)
 	$(VENV)/bin/arpo demo
@@ -37,6 +37,12 @@ bench: $(STAMP)
 	$(PYTEST) bench/bench_*.py --benchmark-only --benchmark-json=runs/bench/bench.json -q
 	$(PY) bench/ratios.py runs/bench/bench.json
 	$(PY) bench/report.py runs/bench/bench.json
+
+# TRL's and verl's own steps with and without the kernels (CPU), in the peer venv
+bench-peers: $(PEERS_STAMP)
+	mkdir -p runs/bench
+	$(PEERS_PY) -m pytest bench/bench_peers.py --benchmark-only --benchmark-json=runs/bench/peers.json -q
+	$(PEERS_PY) bench/ratios.py runs/bench/peers.json
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)

@@ -10,6 +10,7 @@ Three comparisons, each on a batch with ragged completions, an empty completion 
 - the same in fp32, ArpoGRPOTrainer vs GRPOTrainer exactly as shipped: our error against the fp64 reference
   stays within 2x TRL's own fp32 error (plus a floor of a few fp32 ulps of the largest value).
 """
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from arpo_kernels.integrations.trl import ArpoGRPOTrainer, unsupported_settings
 
+from .readme import snippet
 
 DEMO = Path(__file__).resolve().parents[2] / "assets" / "demo-agent"  # its tokenizer only
 PROMPT, COMPLETION, ROWS = 5, 12, 6
@@ -192,3 +194,22 @@ def test_multimodal_inputs_are_refused(tmp_path, model_dir, tokenizer):
     x = make_inputs(trainer, torch.float32)
     with pytest.raises(NotImplementedError, match="pixel_values"):
         trainer._compute_loss(trainer.model, {**x, "pixel_values": torch.zeros(1, 3, 4, 4)})
+
+
+def test_readme_snippet_trains(tmp_path, model_dir, tokenizer):
+    """The README's TRL snippet, as written, for two steps (generation, scoring with old and ref log-probs
+    through the kernels, loss, optimiser step); it logs what GRPOTrainer logs."""
+    data = Dataset.from_dict({"prompt": ["a b c", "d e", "f g h i", "j"] * 2})
+    args = grpo_args(tmp_path, max_steps=2, beta=0.04, num_iterations=2, learning_rate=1e-3)
+    namespace = {"model_path": model_dir, "reward_fn": reward_len, "args": args, "dataset": data,
+                 "tokenizer": tokenizer}
+    exec(snippet("# TRL"), namespace)
+    trainer = namespace["trainer"]
+    assert isinstance(trainer, ArpoGRPOTrainer) and trainer.state.global_step == 2
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(math.isfinite(h["loss"]) and math.isfinite(h["kl"]) for h in logs)
+    plain_args = grpo_args(tmp_path, max_steps=1, beta=0.04, num_iterations=2)
+    plain = GRPOTrainer(model=model_dir, reward_funcs=reward_len, args=plain_args, train_dataset=data,
+                        processing_class=tokenizer)
+    plain.train()
+    assert logs[0].keys() == next(h for h in plain.state.log_history if "loss" in h).keys()

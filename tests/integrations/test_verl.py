@@ -19,6 +19,7 @@ from verl.workers.config import ActorConfig
 
 from arpo_kernels.integrations.verl import LOSS_NAME, VERL_AGG_MODES, agg_weights, compute_policy_loss_arpo
 
+from .readme import snippet
 
 GLOBAL_INFO = {"dp_size": 2, "batch_num_tokens": 700, "global_batch_size": 24, "loss_scale_factor": 48}
 EPS32 = torch.finfo(torch.float32).eps
@@ -151,3 +152,13 @@ def test_importing_verl_registers_it_through_the_plugin_entry_point(tmp_path):
         out[name] = stdout.split()
     assert out == {"default": ["True", "True"], "no plugins": ["False", "False"],
                    "external module": ["True", "True"]}
+
+
+def test_readme_snippet_runs():
+    x = batch(torch.float32)
+    namespace = {"log_prob": x["log_prob"].clone().requires_grad_(), "old_log_prob": x["old_log_prob"],
+                 "advantages": x["advantages"], "response_mask": x["response_mask"]}
+    exec(snippet("# verl"), namespace)
+    ref, _, _ = run("vanilla", x, "seq-mean-token-mean", namespace["config"], False)
+    assert float(namespace["pg_loss"].detach()) == pytest.approx(float(ref), rel=1e-5)
+    assert namespace["log_prob"].grad is not None

@@ -27,7 +27,9 @@ fork is counted once per leaf below it; ``Rollout.tool_executions`` counts the c
 the ``ToolBox`` for the prompt (kind "tool": each run once, whatever number of leaves share it; "invalid"
 actions run nothing and are not counted). ``last_metrics``: ``tool_calls_on_path_per_traj`` (mean of
 ``tool_calls`` over leaves), ``tool_executions_per_traj`` (executed calls / leaves) and
-``tool_executions_per_prompt`` (executed calls / prompts). GRPO never forks, so there the two agree.
+``tool_executions_per_prompt`` (executed calls / prompts). GRPO never forks, so there the two agree. Where the
+time goes: ``engine_seconds`` / ``engine_calls`` (inside ``engine.generate``), ``tool_call_seconds_mean`` /
+``_max`` (wall time of each call a tool ran, from its ``ToolResult.elapsed_s``).
 
 The branch decision needs only a segment's first k tokens; it is taken when the segment ends, and the
 children fork at the boundary before it, which is the same as deciding after k tokens.
@@ -96,6 +98,8 @@ class _Stats:
     cached: int = 0
     history: int = 0  # tokens already in the sequences the requests continue (what sharing can serve)
     engine_seconds: float = 0.0  # wall time inside engine.generate (the rest: tools, bookkeeping)
+    engine_calls: int = 0
+    tool_seconds: list[float] = dataclasses.field(default_factory=list)  # wall time of each call a tool ran
     tool_executions: list[int] = dataclasses.field(default_factory=list)  # per prompt: "tool" calls submitted
 
     def metrics(self, rollouts: list[Rollout], seconds: float) -> dict[str, float]:
@@ -119,6 +123,9 @@ class _Stats:
             "gen_tokens_per_s": self.generated / max(seconds, 1e-9),
             "seconds": seconds,
             "engine_seconds": self.engine_seconds,
+            "engine_calls": float(self.engine_calls),
+            "tool_call_seconds_mean": mean(self.tool_seconds),
+            "tool_call_seconds_max": max(self.tool_seconds, default=float("nan")),
         }
 
 
@@ -259,7 +266,10 @@ class Sampler:
         out = []
         for fut in sorted(done, key=lambda f: (b.pending[f].key, b.pending[f].segment)):
             p = b.pending.pop(fut)
-            ids = self.format.encode_result(fut.result().text)
+            result = fut.result()
+            if result.elapsed_s > 0.0:  # a call a tool ran (a rejected one is answered at once, elapsed 0)
+                b.stats.tool_seconds.append(result.elapsed_s)
+            ids = self.format.encode_result(result.text)
             if len(ids) >= self._remaining(p):  # no room left to answer after it
                 self._end(b, p, "length")
                 continue
@@ -300,6 +310,7 @@ class Sampler:
         start = time.perf_counter()
         results = self.engine.generate(reqs)
         b.stats.engine_seconds += time.perf_counter() - start
+        b.stats.engine_calls += 1
         b.handles += [r.handle for r in results]
         b.stats.prefilled += sum(r.prefilled for r in results)
         b.stats.cached += sum(r.cached for r in results)

@@ -8,6 +8,7 @@ continues while they run.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -82,8 +83,9 @@ class ToolBox:
         try:
             result = self.tools[name](query)
         except Exception as err:  # a tool bug must not stop the rollout: the model sees the error
-            result = ToolResult(f"Error: the {name} tool failed: {type(err).__name__}: {err}", ok=False,
-                                elapsed_s=time.perf_counter() - start)
+            result = ToolResult(f"Error: the {name} tool failed: {type(err).__name__}: {err}", ok=False)
+        if result.elapsed_s <= 0.0:  # the run's wall time when the tool did not say (rejections alone keep 0)
+            result = dataclasses.replace(result, elapsed_s=max(time.perf_counter() - start, 1e-9))
         self._count(f"{name}.calls")
         if not result.ok:
             self._count(f"{name}.failed")

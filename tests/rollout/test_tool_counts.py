@@ -108,6 +108,7 @@ def test_arpo_branch_after_a_tool_call_executes_it_once(tok):
     assert m["tool_executions_per_prompt"] == pytest.approx(6 / 2)
     assert ro.tool_executions < sum(leaf.tool_calls for leaf in ro.leaves)
     assert "tool_calls_per_traj" not in m
+    assert m["engine_calls"] >= 3 and 0.0 < m["tool_call_seconds_mean"] <= m["tool_call_seconds_max"] < 5.0
 
 
 def test_arpo_branch_after_the_second_call(tok):
@@ -132,3 +133,16 @@ def test_grpo_executed_equals_on_path(tok):
     assert tool.runs == 8 and all(r.tool_executions == _result_nodes(r.tree) for r in rollouts)
     assert m["tool_executions_per_traj"] == pytest.approx(m["tool_calls_on_path_per_traj"]) == pytest.approx(1.0)
     assert m["tool_executions_per_prompt"] == pytest.approx(4.0)
+
+
+def test_time_metrics_count_engine_calls_and_tool_runs():
+    """engine_calls counts engine.generate calls; tool_call_seconds_* average the ToolResult.elapsed_s of the
+    calls a tool ran (a rejected call, answered at once with elapsed 0, is not a run)."""
+    from arpo.rollout.sampler import Rollout, _Stats
+
+    stats = _Stats(tool_executions=[2], engine_calls=3, tool_seconds=[0.01, 0.03])
+    m = stats.metrics([Rollout(tree=None, leaves=[], tool_executions=2)], seconds=1.0)
+    assert m["engine_calls"] == 3.0
+    assert m["tool_call_seconds_mean"] == pytest.approx(0.02) and m["tool_call_seconds_max"] == 0.03
+    empty = _Stats().metrics([], seconds=1.0)
+    assert math.isnan(empty["tool_call_seconds_mean"]) and math.isnan(empty["tool_call_seconds_max"])

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from arpo_kernels import warm_up as warm_up_kernels
+
 from ..algos.advantages import get_estimator
 from ..config import ARPOConfig, ConfigError, as_config, config_to_dict, dump_yaml
 from ..envs import rewards as rewards_mod
@@ -123,6 +125,9 @@ class Trainer:
         self.last_metrics: dict = {}  # the metrics of the last step train() ran
         if self._uses_math_reward():
             rewards_mod.warm_up()  # start the math-verify workers now, not inside the first step's timing
+        # the kernels' one-time costs (numba's cache and threads: ~3 s on CPU; Triton's compiles) now, not in step 1
+        warm_up_kernels(cfg.train.kernel_backend, torch.bfloat16 if cfg.train.bf16 else torch.float32,
+                        self.dist.device, cfg.algo.kl_type)
 
     # ------------------------------------------------------------------------------------------ set-up
     @property

@@ -13,7 +13,6 @@ import torch
 
 from ._checks import LogprobEntropyParams, check_matrix, check_targets, out_dtype, resolve_backend
 from .logprob_entropy import kernel_module
-from .reference import linear_logprob_entropy_reference
 
 TILE_ELEMENTS = 1 << 27  # default tile: ~128M logits (256 MB in bf16)
 
@@ -83,8 +82,6 @@ def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: 
     params = LogprobEntropyParams(float(temperature), ignore_index)
     backend = resolve_backend(backend, hidden.device)
     check_targets(targets, hidden.shape[0], weight.shape[0], hidden.device, ignore_index)
-    if backend == "torch":
-        return linear_logprob_entropy_reference(hidden, weight, targets, params.temperature, ignore_index)
     chunk = default_chunk_size(weight.shape[0]) if chunk_size is None else int(chunk_size)
     if chunk < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")

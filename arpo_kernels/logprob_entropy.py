@@ -3,10 +3,11 @@
     logp_y = z_y - lse(z),   H = lse(z) - Σ_j p_j z_j,   z = logits / T
     d/dz_j = g_lp (1[j = y] - p_j) - g_H p_j (z_j - Σ p z),   d/dlogits = d/dz / T
 
-Backends: "triton" (CUDA; CPU under TRITON_INTERPRET=1), "numba" (CPU), "torch" (arpo_kernels/reference.py, plain
-torch ops with autograd), "auto" (triton on CUDA, numba on CPU). The fused backends read the logits once in
-the forward (online softmax), keep only lse and Σ p z per row ([N] each) for the backward, and write the
-gradient once, in the logits' dtype, optionally into the logits buffer itself (`inplace_grad=True`).
+Backends: "triton" (CUDA; CPU under TRITON_INTERPRET=1), "numba" (CPU), "torch" (the same math in torch ops, a
+bounded chunk of rows at a time, any device: _torch_logprob_entropy.py), "auto" (triton on CUDA, numba on CPU).
+Every backend keeps only lse and Σ p z per row ([N] each) for the backward and writes the gradient once, in the
+logits' dtype, optionally into the logits buffer itself (`inplace_grad=True`). arpo_kernels/reference.py holds the
+plain autograd chain the tests compare them with.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import importlib
 import torch
 
 from ._checks import LogprobEntropyParams, check_matrix, check_targets, resolve_backend
-from .reference import logprob_entropy_reference
 
-_MODULES = {"numba": "._numba_logprob_entropy", "triton": "._triton_logprob_entropy"}
+_MODULES = {"numba": "._numba_logprob_entropy", "triton": "._triton_logprob_entropy",
+            "torch": "._torch_logprob_entropy"}
 
 
 def kernel_module(backend: str):
@@ -66,8 +67,6 @@ def logprob_entropy(logits: torch.Tensor, targets: torch.Tensor, *, temperature:
     check_targets(targets, logits.shape[0], logits.shape[1], logits.device, ignore_index)
     if logits.shape[1] == 0:
         raise ValueError("logits have an empty vocabulary dimension (V = 0)")
-    if backend == "torch":
-        return logprob_entropy_reference(logits, targets, params.temperature, ignore_index)
     if inplace_grad and logits.is_leaf and logits.requires_grad:
         raise ValueError("inplace_grad=True overwrites the logits with their gradient: pass logits computed in the "
                          "graph (e.g. hidden @ weight.T), not a leaf tensor")

@@ -7,7 +7,7 @@ from arpo_kernels import linear_logprob_entropy, linear_logprob_entropy_referenc
 
 from .common import device_for, make_targets, skip_triton_without_runtime
 
-FUSED = [pytest.param("triton", marks=skip_triton_without_runtime), "numba"]
+KERNELS = [pytest.param("triton", marks=skip_triton_without_runtime), "numba", "torch"]
 
 
 def inputs(n, h, v, dtype, dev, seed=0):
@@ -26,7 +26,7 @@ def run(fn, hidden, weight, t, **kw):
     return lp.detach(), ent.detach(), hidden.grad, weight.grad
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", KERNELS)
 @pytest.mark.parametrize("chunk_size", [1, 3, 7, None])
 @pytest.mark.parametrize("temperature", [1.0, 0.8])
 def test_matches_reference_fp32(backend, chunk_size, temperature):
@@ -42,7 +42,7 @@ def test_matches_reference_fp32(backend, chunk_size, temperature):
         torch.testing.assert_close(mine.cpu().double(), exact.cpu(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("backend", FUSED)
+@pytest.mark.parametrize("backend", KERNELS)
 def test_gradcheck_fp64(backend):
     dev = device_for(backend)
     hidden, weight = inputs(5, 6, 23, torch.float64, dev)

@@ -35,19 +35,25 @@ def _err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return float((x.double() - ref).abs().max()) if x.numel() else 0.0
 
 
-def logprob_entropy_errors(logits, targets, logprobs, entropy, grad=None, rows: int = 256) -> dict:
+def logprob_entropy_errors(logits, targets, logprobs, entropy=None, grad=None, rows: int = 256,
+                           weight=None) -> dict:
     """Max abs error of (logprobs [N], entropy [N], grad of Σ logprobs + Σ entropy [N, V]) against
-    arpo_kernels.reference in fp64, `rows` rows at a time (an fp64 copy of the full logits would not fit)."""
-    err = {"err_logprobs": 0.0, "err_entropy": 0.0}
+    arpo_kernels.reference in fp64, `rows` rows at a time (an fp64 copy of the full logits would not fit).
+    With `weight` [V, H], `logits` are hidden states [N, H] and the reference runs on hidden @ weight.T
+    (logprobs and entropy only). A provider without entropy (entropy=None) is checked on logprobs only."""
+    err = {"err_logprobs": 0.0, **({} if entropy is None else {"err_entropy": 0.0})}
     if grad is not None:
         err["err_grad"] = 0.0
+    w64 = None if weight is None else weight.detach().double()
     for i in range(0, logits.shape[0], rows):
-        x = logits[i:i + rows].detach().double().requires_grad_(grad is not None)
+        x = logits[i:i + rows].detach().double()
+        x = (x @ w64.T if w64 is not None else x).requires_grad_(grad is not None)
         with torch.set_grad_enabled(grad is not None):
             lp, ent = logprob_entropy_reference(x, targets[i:i + rows])
             if grad is not None:
                 (lp.sum() + ent.sum()).backward()
                 err["err_grad"] = max(err["err_grad"], _err(grad[i:i + rows], x.grad))
         err["err_logprobs"] = max(err["err_logprobs"], _err(logprobs[i:i + rows], lp.detach()))
-        err["err_entropy"] = max(err["err_entropy"], _err(entropy[i:i + rows], ent.detach()))
+        if entropy is not None:
+            err["err_entropy"] = max(err["err_entropy"], _err(entropy[i:i + rows], ent.detach()))
     return {k: float(f"{v:.2e}") for k, v in err.items()}

@@ -9,7 +9,7 @@ import json
 import sys
 from collections import defaultdict
 
-ERRORS = ("err_logprobs", "err_entropy", "err_grad", "err_loss")
+ERRORS = ("err_loss", "err_logprobs", "err_entropy", "err_grad")
 
 
 def status(bench: dict):

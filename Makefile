@@ -32,13 +32,17 @@ test-peers: $(PEERS_STAMP)
 
 peers: $(PEERS_STAMP)
 
-bench: $(STAMP)
+# Every suite, in the peer venv: the kernel suites put the peers (verl's own torch functions and policy loss;
+# Liger-Kernel's fused linear cross-entropy on CUDA) as rows beside our kernels, and .venv-peers holds this
+# project (editable) with the same torch and transformers as .venv plus those peers. Run in .venv instead
+# (`.venv/bin/pytest bench/...`), the peer rows say "not installed: verl" rather than disappear.
+bench: $(PEERS_STAMP)
 	mkdir -p runs/bench
-	$(PYTEST) bench/bench_*.py --benchmark-only --benchmark-json=runs/bench/bench.json -q
-	$(PY) bench/ratios.py runs/bench/bench.json
-	$(PY) bench/report.py runs/bench/bench.json
+	$(PEERS_PY) -m pytest bench/bench_*.py --benchmark-only --benchmark-json=runs/bench/bench.json -q
+	$(PEERS_PY) bench/ratios.py runs/bench/bench.json
+	$(PEERS_PY) bench/report.py runs/bench/bench.json
 
-# TRL's and verl's own steps with and without the kernels (CPU), in the peer venv
+# Only TRL's and verl's own steps with and without the kernels (CPU), in the peer venv (also part of `make bench`)
 bench-peers: $(PEERS_STAMP)
 	mkdir -p runs/bench
 	$(PEERS_PY) -m pytest bench/bench_peers.py --benchmark-only --benchmark-json=runs/bench/peers.json -q

@@ -1,9 +1,19 @@
-"""Fused log-prob + entropy vs the torch chain, side by side in one run (pytest-benchmark).
+"""Fused log-prob + entropy vs the torch chain and the peers, side by side in one run (pytest-benchmark).
 
-CPU (always): numba vs torch eager (log_softmax + gather + entropy, fp32), N=2048, V in {32768, 151936},
+CPU (always): numba vs torch eager (log_softmax + gather + entropy, fp32) vs verl, N=2048, V in {32768, 151936},
 forward and forward+backward. GPU (when CUDA is present; scripts/gpu_check.sh): triton vs torch eager vs
-torch.compile at N=16384, V=151936, bf16; and the fused-linear path (H=3584) vs hidden @ W.T + triton.
-extra_info: GB/s (bytes the op must touch / time), TFLOP/s for the linear path, peak extra memory, versions.
+torch.compile vs verl at N=16384, V=151936, bf16; and the fused-linear path (H=3584) vs hidden @ W.T + triton
+vs Liger-Kernel's fused linear cross-entropy (log-probs only: Liger has no entropy output).
+
+The peers are the installed packages (`make bench` runs in .venv-peers): verl's own torch functions
+`verl.utils.torch_functional.logprobs_from_logits` + `entropy_from_logits`, as verl's FSDP engine calls them:
+`verl-eager` both eager; `verl-compile` with entropy_from_logits under torch.compile(dynamic=True), which is
+what verl does with use_torch_compile (its default) -- verl never compiles logprobs_from_logits (on CPU it is a
+Python loop over the N rows that torch.compile would unroll). A peer that is not importable, or Liger on a
+machine without CUDA, gives a row that says so (bench/peer_rows.py), not a skip.
+
+extra_info: GB/s (bytes the op must touch / time), TFLOP/s for the linear path, peak extra memory, max abs error
+of logprobs / entropy / gradient against the fp64 reference (arpo_kernels.reference), versions.
 ARPO_BENCH_SMALL=1 shrinks every shape (a smoke run of this file on CPU).
 """
 import os
@@ -17,18 +27,21 @@ import torch
 
 from arpo_kernels import linear_logprob_entropy, logprob_entropy
 from arpo_kernels.reference import logprob_entropy_reference
+from peer_rows import import_peer, logprob_entropy_errors, unavailable
 
 SMALL = os.environ.get("ARPO_BENCH_SMALL") == "1"
 CUDA = torch.cuda.is_available()
 CPU_N = 64 if SMALL else 2048
 CPU_VOCABS = [1000, 4099] if SMALL else [32768, 151936]
 GPU_N, GPU_V, GPU_H = (256, 4099, 64) if SMALL else (16384, 151936, 3584)
+VERL_F, VERL_STATUS = import_peer("verl.utils.torch_functional", "verl")
 
 
 def versions() -> dict:
     import triton
 
-    return {"torch": torch.__version__, "numba": numba.__version__, "triton": triton.__version__,
+    verl = {} if VERL_F is None else {"verl": import_peer("verl", "verl")[0].__version__}
+    return {**verl, "torch": torch.__version__, "numba": numba.__version__, "triton": triton.__version__,
             "python": platform.python_version(),
             "device": torch.cuda.get_device_name(0) if CUDA else (platform.processor() or platform.machine()),
             "threads": torch.get_num_threads()}
@@ -85,42 +98,69 @@ def compiled(x, t):
     return _compiled["fn"](x, t)
 
 
+def verl_eager(x, t):
+    return VERL_F.logprobs_from_logits(x, t), VERL_F.entropy_from_logits(x)
+
+
+def verl_compiled(x, t):
+    """As verl's FSDP engine with use_torch_compile: only entropy_from_logits is compiled."""
+    if "verl" not in _compiled:
+        _compiled["verl"] = torch.compile(VERL_F.entropy_from_logits, dynamic=True)
+    return VERL_F.logprobs_from_logits(x, t), _compiled["verl"](x)
+
+
+PROVIDERS = {"torch-eager": eager, "torch-compile": compiled, "numba": fused("numba"), "triton": fused("triton"),
+             "verl-eager": verl_eager, "verl-compile": verl_compiled}
+
+
 def step(provider, x, t, backward: bool, sync: bool):
-    """One timed call: forward, or forward + backward of sum(logprobs) + sum(entropy)."""
-    def run():
+    """One timed call: forward, or forward + backward of sum(logprobs) + sum(entropy). run(keep=True) returns
+    (logprobs, entropy, grad or None) for the agreement check; the timed calls keep nothing."""
+    def run(keep=False):
         if backward:
             xx = x.detach().requires_grad_()
             lp, ent = provider(xx, t)
             (lp.sum() + ent.sum()).backward()
         else:
             with torch.no_grad():
-                provider(x, t)
+                lp, ent = provider(x, t)
         if sync:
             torch.cuda.synchronize()
+        return (lp.detach(), ent.detach(), xx.grad if backward else None) if keep else None
     return run
 
 
-def record(benchmark, run, n, v, elem, backward, peak_fn):
-    run()  # warm-up (compiles numba/triton/torch.compile)
+def record(benchmark, run, x, t, elem, backward, peak_fn):
+    lp, ent, grad = run(keep=True)  # warm-up (compiles numba/triton/torch.compile), checked against fp64
+    errors = logprob_entropy_errors(x, t, lp, ent, grad)
+    del lp, ent, grad
+    n, v = x.shape
     benchmark.pedantic(run, rounds=3 if not CUDA else 10, warmup_rounds=1)
     moved = n * v * elem * (3 if backward else 1)  # read logits (twice with backward), write the gradient
     benchmark.extra_info.update(versions())
     benchmark.extra_info.update({
         "N": n, "V": v, "GB_per_s": round(moved / benchmark.stats.stats.mean / 1e9, 2),
-        "peak_extra_MB": round(peak_fn(run) / 2**20, 1),
+        "peak_extra_MB": round(peak_fn(run) / 2**20, 1), **errors,
     })
+
+
+def peer_missing(provider):
+    """Why a peer's row cannot run here (None for our providers and an importable peer)."""
+    return VERL_STATUS if provider.startswith("verl") else None
 
 
 # ---- CPU ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("vocab", CPU_VOCABS)
-@pytest.mark.parametrize("provider", ["torch-eager", "numba"])
+@pytest.mark.parametrize("provider", ["torch-eager", "numba", "verl-eager", "verl-compile"])
 def test_cpu(benchmark, provider, vocab, backward):
     benchmark.group = f"cpu logprob_entropy N={CPU_N} V={vocab} fp32 {'fwd+bwd' if backward else 'fwd'}"
-    x = torch.randn(CPU_N, vocab) * 2
-    t = torch.randint(0, vocab, (CPU_N,))
-    fn = fused("numba") if provider == "numba" else eager
-    record(benchmark, step(fn, x, t, backward, False), CPU_N, vocab, 4, backward, cpu_peak_extra_bytes)
+    if peer_missing(provider):
+        return unavailable(benchmark, peer_missing(provider))
+    g = torch.Generator().manual_seed(vocab)
+    x = torch.randn(CPU_N, vocab, generator=g) * 2
+    t = torch.randint(0, vocab, (CPU_N,), generator=g)
+    record(benchmark, step(PROVIDERS[provider], x, t, backward, False), x, t, 4, backward, cpu_peak_extra_bytes)
 
 
 # ---- GPU ----------------------------------------------------------------------------------------------------
@@ -129,38 +169,66 @@ gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA device (run scripts/gpu_
 
 @gpu
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("provider", ["torch-eager", "torch-compile", "triton"])
+@pytest.mark.parametrize("provider", ["torch-eager", "torch-compile", "triton", "verl-eager", "verl-compile"])
 def test_gpu(benchmark, provider, backward):
     benchmark.group = f"gpu logprob_entropy N={GPU_N} V={GPU_V} bf16 {'fwd+bwd' if backward else 'fwd'}"
+    if peer_missing(provider):
+        return unavailable(benchmark, peer_missing(provider))
     x = (torch.randn(GPU_N, GPU_V, device="cuda") * 2).bfloat16()
     t = torch.randint(0, GPU_V, (GPU_N,), device="cuda")
-    fn = {"torch-eager": eager, "torch-compile": compiled, "triton": fused("triton")}[provider]
-    record(benchmark, step(fn, x, t, backward, True), GPU_N, GPU_V, 2, backward, gpu_peak_extra_bytes)
+    record(benchmark, step(PROVIDERS[provider], x, t, backward, True), x, t, 2, backward, gpu_peak_extra_bytes)
 
 
-@gpu
-@pytest.mark.parametrize("provider", ["logits+triton", "fused-linear"])
+def liger_linear_logprobs():
+    """Liger-Kernel's fused linear cross-entropy, per token (reduction="none"): (hidden, weight, targets) ->
+    logprobs = -CE, or a status saying why it cannot run here."""
+    if not CUDA:
+        return None, "needs CUDA"
+    mod, status = import_peer("liger_kernel.transformers.fused_linear_cross_entropy", "liger-kernel")
+    if mod is None:
+        return None, status
+    ce = mod.LigerFusedLinearCrossEntropyLoss(reduction="none")
+
+    def fn(hidden, weight, t):
+        out = ce(weight, hidden, t)
+        return -(out[0] if isinstance(out, tuple) else out)
+    return fn, None
+
+
+@pytest.mark.parametrize("provider", [pytest.param("logits+triton", marks=gpu), pytest.param("fused-linear", marks=gpu),
+                                      "liger-fused-linear-ce"])
 def test_gpu_linear(benchmark, provider):
-    """Forward + backward from hidden states: 8·N·H·V flops (forward GEMM, recomputed GEMM, two grad GEMMs)."""
+    """Forward + backward from hidden states: 8·N·H·V flops (forward GEMM, recomputed GEMM, two grad GEMMs).
+    Liger's row (log-probs only, loss = Σ logprobs) runs only on CUDA; elsewhere it says "needs CUDA"."""
     benchmark.group = f"gpu linear_logprob_entropy N={GPU_N} H={GPU_H} V={GPU_V} bf16 fwd+bwd"
+    liger, status = liger_linear_logprobs() if provider.startswith("liger") else (None, None)
+    if status:
+        return unavailable(benchmark, status)
     hidden = (torch.randn(GPU_N, GPU_H, device="cuda") * 0.5).bfloat16().requires_grad_()
     weight = (torch.randn(GPU_V, GPU_H, device="cuda") / GPU_H**0.5).bfloat16().requires_grad_()
     t = torch.randint(0, GPU_V, (GPU_N,), device="cuda")
 
-    def run():
+    def run(keep=False):
         hidden.grad = weight.grad = None
-        if provider == "fused-linear":
-            lp, ent = linear_logprob_entropy(hidden, weight, t, backend="triton")
+        if liger is not None:
+            lp, ent = liger(hidden, weight, t), None
+            lp.sum().backward()
         else:
-            lp, ent = logprob_entropy(hidden @ weight.T, t, backend="triton", inplace_grad=True)
-        (lp.sum() + ent.sum()).backward()
+            if provider == "fused-linear":
+                lp, ent = linear_logprob_entropy(hidden, weight, t, backend="triton")
+            else:
+                lp, ent = logprob_entropy(hidden @ weight.T, t, backend="triton", inplace_grad=True)
+            (lp.sum() + ent.sum()).backward()
         torch.cuda.synchronize()
+        return (lp.detach(), None if ent is None else ent.detach()) if keep else None
 
-    run()
+    lp, ent = run(keep=True)
+    errors = logprob_entropy_errors(hidden, t, lp, ent, weight=weight)
+    del lp, ent
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)
     flops = 8 * GPU_N * GPU_H * GPU_V if provider == "fused-linear" else 6 * GPU_N * GPU_H * GPU_V
     benchmark.extra_info.update(versions())
     benchmark.extra_info.update({
         "TFLOP_per_s": round(flops / benchmark.stats.stats.mean / 1e12, 1),
-        "peak_extra_MB": round(gpu_peak_extra_bytes(run) / 2**20, 1),
+        "peak_extra_MB": round(gpu_peak_extra_bytes(run) / 2**20, 1), **errors,
     })

@@ -4,6 +4,13 @@ CPU: N = 1M tokens, forward + backward, with dual clip, low-variance KL and an e
 (the verl-style reference through autograd) vs the vectorised torch backend vs numba. Packed vs flat: the same
 synthetic ARPO trees (sharing ratio >= 2) through policy_loss on the flat batch and policy_loss_packed on the
 packed batch (numba). GPU (CUDA only, scripts/gpu_check.sh): triton vs torch eager at N = 1M.
+
+Beside verl (the installed package; `make bench` runs in .venv-peers): verl's own vanilla policy loss
+(``get_policy_loss_fn("vanilla")`` from verl.trainer.ppo.core_algos, as verl's actor calls it, on [256, 4096])
+vs ours on the same tokens and the same terms (clip 0.2 / 0.28, dual clip 3, token-mean; verl adds KL and
+entropy outside this function), each row with its max abs error of the loss and of d loss / d logprobs against
+the fp64 reference. verl is timed eager only: verl does not compile its policy loss, and the function's
+``.item()`` metrics would break a compiled graph. Without verl the row says "not installed: verl".
 ARPO_BENCH_SMALL=1 shrinks the shapes.
 """
 import os
@@ -17,12 +24,16 @@ from arpo.algos.advantages import get_estimator
 from arpo.tree import TrajectoryTree, flatten_trees, pack_trees
 from arpo.tree.synthetic import build_tree, rollout_script
 from arpo_kernels import policy_loss, policy_loss_packed, policy_loss_reference
+from peer_rows import import_peer, unavailable
 
 SMALL = os.environ.get("ARPO_BENCH_SMALL") == "1"
 N = 1 << (14 if SMALL else 20)
 CUDA = torch.cuda.is_available()
 OPTS = dict(clip_low=0.2, clip_high=0.28, dual_clip=3.0, kl_coef=0.05, kl_type="low_var_kl", entropy_coef=0.01)
 BYTES_PER_TOKEN = 5 * 4 + 1 + 2 * 4  # read lp, old, adv, ref, entropy (fp32) + mask; write two gradients
+VERL_OPTS = dict(clip_low=0.2, clip_high=0.28, dual_clip=3.0)  # verl's vanilla loss: ActorConfig below
+VERL_BYTES_PER_TOKEN = 3 * 4 + 1 + 4  # read lp, old, adv + mask; write one gradient
+CORE_ALGOS, VERL_STATUS = import_peer("verl.trainer.ppo.core_algos", "verl")
 
 
 def inputs(n, device):
@@ -111,3 +122,56 @@ def test_packed_vs_flat(benchmark, trees, layout):
     info(benchmark, n)
     benchmark.extra_info.update({"unique_tokens": unique, "flat_tokens": flat_tokens,
                                  "sharing_ratio": round(flat_tokens / unique, 2), "padded_flat_tokens": f.input_ids.size})
+
+
+# ---- beside verl's vanilla policy loss ------------------------------------------------------------------------
+def verl_vanilla():
+    """verl's registered "vanilla" loss with our VERL_OPTS as verl's ActorConfig."""
+    from verl.workers.config import ActorConfig
+
+    config = ActorConfig(strategy="fsdp", rollout_n=8, ppo_micro_batch_size_per_gpu=8, clip_ratio=0.2,
+                         clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
+    fn = CORE_ALGOS.get_policy_loss_fn("vanilla")
+    return lambda x, old, adv, mask: fn(old_log_prob=old, log_prob=x, advantages=adv, response_mask=mask,
+                                        loss_agg_mode="token-mean", config=config)[0]
+
+
+def ours(backend):
+    if backend == "torch-eager":
+        return lambda x, old, adv, mask: policy_loss_reference(x, old, adv, mask, **VERL_OPTS)
+    return lambda x, old, adv, mask: policy_loss(x, old, adv, mask, backend=backend, **VERL_OPTS)[0]
+
+
+def loss_errors(fn, lp, t) -> dict:
+    """Max abs error of the loss and of d loss / d logprobs against policy_loss_reference in fp64."""
+    x = lp.detach().requires_grad_()
+    loss = fn(x, t["old"], t["adv"], t["mask"])
+    loss.backward()
+    x64 = lp.detach().double().requires_grad_()
+    ref = policy_loss_reference(x64, t["old"].double(), t["adv"].double(), t["mask"], **VERL_OPTS)
+    ref.backward()
+    return {"err_loss": float(f"{abs(loss.item() - ref.item()):.2e}"),
+            "err_grad": float(f"{float((x.grad.double() - x64.grad).abs().max()):.2e}")}
+
+
+@pytest.mark.parametrize("provider", ["verl-eager", "torch-eager", "torch", "numba"])
+def test_policy_loss_vs_verl(benchmark, provider):
+    """Forward + backward of verl's vanilla terms on [B, L] = [256, 4096] tokens (flat N for ours)."""
+    benchmark.group = f"cpu policy_loss fwd+bwd N={N} fp32, verl vanilla terms (dual clip, token-mean)"
+    if provider.startswith("verl") and CORE_ALGOS is None:
+        return unavailable(benchmark, VERL_STATUS)
+    lp, t = inputs(N, "cpu")
+    t = {k: v.reshape(256, -1) for k, v in t.items()} if provider.startswith("verl") else t
+    lp = lp.reshape(256, -1) if provider.startswith("verl") else lp
+    fn = verl_vanilla() if provider.startswith("verl") else ours(provider)
+    errors = loss_errors(fn, lp, t)  # also the warm-up
+
+    def run():
+        x = lp.detach().requires_grad_()
+        fn(x, t["old"], t["adv"], t["mask"]).backward()
+
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)
+    info(benchmark, N)
+    benchmark.extra_info.update({"GB_per_s": round(N * VERL_BYTES_PER_TOKEN / benchmark.stats.stats.mean / 1e9, 2),
+                                 **errors, **({"verl": import_peer("verl", "verl")[0].__version__}
+                                              if provider.startswith("verl") else {})})

@@ -12,11 +12,14 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from ratios import slowest, status
+
 HERE = Path(__file__).resolve().parent
 GPU_SECTION = HERE / "GPU.md"
 EXTRA = ("tokens_forwarded", "unique_tokens", "sharing_ratio", "trained_tokens_per_s", "gen_tokens_per_s",
          "shared_prefix_cached", "GB_per_s", "gb_per_s", "tflops", "peak_extra_mb", "device", "trainable_params",
-         "optimizer_state_mb", "cpu_s")
+         "optimizer_state_mb", "cpu_s", "peak_extra_MB", "TFLOP_per_s", "err_logprobs", "err_entropy", "err_grad",
+         "err_loss")
 
 
 def machine(data: dict) -> str:
@@ -36,18 +39,22 @@ def _extra(info: dict) -> str:
 
 
 def section(data: dict, title: str) -> str:
-    """One markdown table per benchmark group: mean, min, speed-up over the group's slowest entry."""
+    """One markdown table per benchmark group: mean, min, speed-up over the group's slowest timed entry; a row
+    that could not run (extra_info "status") says why in place of its times."""
     groups = defaultdict(list)
     for b in data["benchmarks"]:
         groups[b["group"] or b["name"]].append(b)
     out = [f"## {title}", "", f"Machine: {machine(data)}; run {data.get('datetime', '?')}.", ""]
     for group, entries in groups.items():
-        slowest = max(e["stats"]["mean"] for e in entries)
+        top = slowest(entries)
         out += [f"### {group}", "", "| case | mean | min | speed-up vs slowest | details |", "|---|---|---|---|---|"]
-        for e in sorted(entries, key=lambda e: -e["stats"]["mean"]):
+        for e in sorted(entries, key=lambda e: (bool(status(e)), -e["stats"]["mean"])):
             s = e["stats"]
+            if status(e):
+                out.append(f"| {e['name']} | {status(e)} | | | {_extra(e.get('extra_info', {}))} |")
+                continue
             out.append(f"| {e['name']} | {_fmt_time(s['mean'])} | {_fmt_time(s['min'])} | "
-                       f"{slowest / s['mean']:.2f}x | {_extra(e.get('extra_info', {}))} |")
+                       f"{top / s['mean']:.2f}x | {_extra(e.get('extra_info', {}))} |")
         out.append("")
     return "\n".join(out)
 

@@ -30,3 +30,27 @@ def test_report_tables_and_ratios(tmp_path):
     assert "| packed | 1.500 s | 1.350 s | 2.00x |" in text and "| flat | 3.000 s |" in text
     assert "| numba | 1.00 ms | 0.90 ms | 4.00x |" in text and "tokens_forwarded 100" in text
     assert "## GPU (scripts/gpu_check.sh, h200-box)" in text and "Machine: Xeon" in text
+
+
+def test_rows_that_could_not_run_are_printed_with_their_status(tmp_path):
+    """A peer that is not installed (or needs CUDA) keeps its row: the status replaces the time, and the
+    speed-ups are over the timed rows only (the no-op's time of the status row is not the slowest)."""
+    import ratios
+
+    data = {"machine_info": {}, "benchmarks": [
+        _bench("verl-eager", "logprob", 0.004, err_logprobs=2.5e-7, err_grad=1e-8),
+        _bench("numba", "logprob", 0.001, err_logprobs=1.2e-7),
+        _bench("verl-compile", "logprob", 1e-7, status="not installed: verl"),
+        _bench("liger", "gpu linear", 1e-7, status="needs CUDA")]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    text = ratios.ratios(str(path))
+    assert "verl-compile" in text and "not installed: verl" in text and "needs CUDA" in text
+    assert "  4.0x   vs fp64: logprobs 1.2e-07" in text and "verl-eager" in text and "grad 1.0e-08" in text
+    out = tmp_path / "B.md"
+    report.GPU_SECTION = tmp_path / "GPU.md"
+    report.main([str(path), "--out", str(out)])
+    md = out.read_text()
+    assert "| verl-compile | not installed: verl | | |" in md and "| liger | needs CUDA | | |" in md
+    assert "| numba | 1.00 ms | 0.90 ms | 4.00x | err_logprobs 1.2e-07 |" in md
+    assert md.index("| numba |") < md.index("| verl-compile |")  # timed rows first

@@ -109,7 +109,8 @@ def verl_compiled(x, t):
     return VERL_F.logprobs_from_logits(x, t), _compiled["verl"](x)
 
 
-PROVIDERS = {"torch-eager": eager, "torch-compile": compiled, "numba": fused("numba"), "triton": fused("triton"),
+PROVIDERS = {"torch-eager": eager, "torch-compile": compiled, "torch": fused("torch"), "numba": fused("numba"),
+             "triton": fused("triton"),
              "verl-eager": verl_eager, "verl-compile": verl_compiled}
 
 
@@ -152,7 +153,7 @@ def peer_missing(provider):
 # ---- CPU ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("vocab", CPU_VOCABS)
-@pytest.mark.parametrize("provider", ["torch-eager", "numba", "verl-eager", "verl-compile"])
+@pytest.mark.parametrize("provider", ["torch-eager", "torch", "numba", "verl-eager", "verl-compile"])
 def test_cpu(benchmark, provider, vocab, backward):
     benchmark.group = f"cpu logprob_entropy N={CPU_N} V={vocab} fp32 {'fwd+bwd' if backward else 'fwd'}"
     if peer_missing(provider):

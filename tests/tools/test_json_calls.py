@@ -288,7 +288,7 @@ def test_toolbox_format_and_config(tok):
     with ToolBox({s.name: _echo_tool(s) for s in SPECS}, max_calls=2, format="json") as box:
         fmt = box.call_format(tok)
         assert isinstance(fmt, JsonFormat) and fmt.stop_strings == ("</tool_call>", "</answer>")
-        assert box.run(fmt.parse(call(PY)), calls_made=0) == ToolResult("ran print(1)")
+        assert box.run(fmt.parse(call(PY)), calls_made=0).text == "ran print(1)"
         over = box.run(fmt.parse(call(PY)), calls_made=2)
         assert not over.ok and "tool-call limit of 2 reached" in over.text
     with ToolBox({}, max_calls=1) as box:

@@ -161,6 +161,22 @@ class _Registered(Sequence):
         return iter(self._names())
 
 
+def import_callable(path: str, what: str, error: type[Exception]) -> Any:
+    """The callable named by an import path ``package.module:attr`` (``data.reward``, ``tools.custom``); ``error``
+    (naming ``what`` and the path) when the module cannot be imported, lacks the attribute, or it is not callable."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise error(f"{what} {path!r}: cannot import module {module_name!r}: {err}") from err
+    if not hasattr(module, attr):
+        raise error(f"{what} {path!r}: module {module_name!r} has no attribute {attr!r}")
+    obj = getattr(module, attr)
+    if not callable(obj):
+        raise error(f"{what} {path!r}: {module_name}.{attr} is not callable (it is a {type(obj).__name__})")
+    return obj
+
+
 def _f(default: Any, help: str, choices: Sequence[str] = ()) -> Any:
     """A dataclass field with help text (and allowed values for string enums / lists of them). A registry's
     names stay live (_Registered): the choices of ``algo.estimator`` and ``algo.loss`` are the names registered

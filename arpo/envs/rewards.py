@@ -43,7 +43,6 @@ import atexit
 import collections
 import functools
 import hashlib
-import importlib
 import inspect
 import json
 import logging
@@ -62,7 +61,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import arpo
-from arpo.config import REWARD_FNS
+from arpo.config import REWARD_FNS, import_callable
 from arpo.envs.prompts import KNOWN_TOOLS
 
 __all__ = [
@@ -521,7 +520,7 @@ def get_reward_fn(name: str | Callable, data_source: str | None = None, *, rando
     if name in _BUILTIN:
         return _two_args(_BUILTIN[name])
     if ":" in name:
-        return _checked(_import_reward(name), name)
+        return _checked(import_callable(name, "reward", RewardError), name)
     raise RewardError(f"unknown reward {name!r}; expected one of {', '.join(REWARD_FNS)}, "
                       "an import path 'package.module:function' or a callable")
 
@@ -532,26 +531,13 @@ def score_rollouts(reward: str | Callable, examples: Sequence, rollouts: Sequenc
     ``Rollout``: its ``leaves`` have a ``text``) against ``examples[i]`` (an ``Example``: its ``ground_truth``,
     and its ``data_source`` for ``auto``), with the reward ``reward`` (a name or a callable; ``random_p``,
     ``seed``: see ``get_reward_fn``)."""
-    out = []
+    out, fns = [], {}
     for example, rollout in zip(examples, rollouts):
-        fn = get_reward_fn(reward, example.data_source, random_p=random_p, seed=seed)
+        if example.data_source not in fns:  # resolved (and a callable's signature read) once per source
+            fns[example.data_source] = get_reward_fn(reward, example.data_source, random_p=random_p, seed=seed)
+        fn = fns[example.data_source]
         out.append([float(fn(leaf.text, example.ground_truth, example)) for leaf in rollout.leaves])
     return out
-
-
-def _import_reward(path: str) -> Callable:
-    module_name, _, attr = path.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise RewardError(f"reward {path!r}: cannot import module {module_name!r}: {err}") from err
-    if not hasattr(module, attr):
-        raise RewardError(f"reward {path!r}: module {module_name!r} has no attribute {attr!r}")
-    fn = getattr(module, attr)
-    if not callable(fn):
-        raise RewardError(f"reward {path!r}: {module_name}.{attr} is not callable "
-                          f"(it is a {type(fn).__name__})")
-    return fn
 
 
 def _two_args(fn: RewardFn) -> Callable[[str, Sequence[str], Any], float]:

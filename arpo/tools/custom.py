@@ -19,12 +19,12 @@ it returns the tool callable.
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import threading
 import time
 from collections.abc import Callable
 
+from ..config import import_callable
 from .base import ToolResult, ToolSpec, truncate_utf8
 
 
@@ -94,16 +94,7 @@ def custom_tool(name: str, fn: Callable, *, description: str | None = None, argu
 
 def load_factory(path: str) -> Callable:
     """The tool made by the factory at ``path`` (``package.module:factory``, called with no arguments)."""
-    module_name, _, attr = path.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except ImportError as err:
-        raise CustomToolError(f"tool factory {path!r}: cannot import {module_name!r}: {err}") from err
-    except AttributeError:
-        raise CustomToolError(f"tool factory {path!r}: module {module_name!r} has no attribute {attr!r}") from None
-    if not callable(factory):
-        raise CustomToolError(f"tool factory {path!r} is not callable (it is a {type(factory).__name__})")
-    return factory()
+    return import_callable(path, "tool factory", CustomToolError)()
 
 
 def _first_parameter(fn: Callable) -> str:

@@ -124,7 +124,7 @@ def test_toolbox_with_config_and_python_tools(factory_module):
     ({}, {"search": _echo}, r"tool 'search': a built-in tool of that name is enabled"),
     ({"x": "my_tools:nope"}, {}, r"tool factory 'my_tools:nope': module 'my_tools' has no attribute 'nope'"),
     ({"x": "no_such_module_x:f"}, {}, r"tool factory 'no_such_module_x:f': cannot import"),
-    ({"x": "my_tools:NOT_CALLABLE"}, {}, r"tool factory 'my_tools:NOT_CALLABLE' is not callable"),
+    ({"x": "my_tools:NOT_CALLABLE"}, {}, r"tool factory 'my_tools:NOT_CALLABLE': my_tools\.NOT_CALLABLE is not callable \(it is a int\)"),
     ({}, {"t": lambda q: q}, r"tool 't': no description"),
 ])
 def test_toolbox_refuses_unusable_user_tools(factory_module, custom, extra, message):

@@ -566,7 +566,8 @@ class AlgoConfig(_Section):
     old_logprobs: str = _f(
         "recompute",
         "old-policy log-probs: recompute with the trainer's model before the "
-        "first epoch, or reuse the sampler's",
+        "first epoch (skipped when the update is one epoch of one mini-batch: then the old policy is the "
+        "current one and its log-probs are used, detached), or reuse the sampler's",
         ("recompute", "sampler"),
     )
 

@@ -16,7 +16,10 @@ from ratios import slowest, status
 
 HERE = Path(__file__).resolve().parent
 GPU_SECTION = HERE / "GPU.md"
-EXTRA = ("tokens_forwarded", "unique_tokens", "sharing_ratio", "trained_tokens_per_s", "gen_tokens_per_s",
+PLOTS = HERE / "plots"
+CURVE = "step scaling: "  # groups drawn as step time vs extra_info["x"], one line per extra_info["system"]
+EXTRA = ("trajectories_per_s", "rollout_s", "update_s", "first_step_s", "generated_per_traj", "tools",
+         "tokens_forwarded", "unique_tokens", "sharing_ratio", "trained_tokens_per_s", "gen_tokens_per_s",
          "shared_prefix_cached", "GB_per_s", "gb_per_s", "tflops", "peak_extra_mb", "device", "trainable_params",
          "optimizer_state_mb", "cpu_s", "peak_extra_MB", "TFLOP_per_s", "err_logprobs", "err_entropy", "err_grad",
          "err_loss")
@@ -56,7 +59,49 @@ def section(data: dict, title: str) -> str:
             out.append(f"| {e['name']} | {_fmt_time(s['mean'])} | {_fmt_time(s['min'])} | "
                        f"{top / s['mean']:.2f}x | {_extra(e.get('extra_info', {}))} |")
         out.append("")
+        if group.startswith(CURVE):
+            out += [f"![{group}]({plot(group, entries).relative_to(HERE.parent)})", ""]
     return "\n".join(out)
+
+
+def plot(group: str, entries: list[dict]) -> Path:
+    """A PNG of the group's step time (mean, with min..max bars) against extra_info["x"], one line per system;
+    written atomically to bench/plots/<curve>.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = group[len(CURVE):]
+    lines = defaultdict(list)
+    for e in entries:
+        if not status(e):
+            lines[e["extra_info"]["system"]].append((e["extra_info"]["x"], e["stats"]))
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    for system, points in sorted(lines.items()):
+        points.sort(key=lambda p: p[0])
+        xs, st = [p[0] for p in points], [p[1] for p in points]
+        means = [s["mean"] for s in st]
+        ax.errorbar(xs, means, yerr=[[m - s["min"] for m, s in zip(means, st)],
+                                      [s["max"] - m for m, s in zip(means, st)]], marker="o", capsize=3,
+                    label=system)
+    ax.set_xlabel(curve)
+    ax.set_ylabel("seconds per training step")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({p[0] for ps in lines.values() for p in ps}))
+    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"training step time vs {curve}")
+    fig.tight_layout()
+    PLOTS.mkdir(exist_ok=True)
+    path = PLOTS / f"step_scaling_{curve}.png"
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
 
 
 def build(cpu: dict, gpu_text: str) -> str:

@@ -54,3 +54,26 @@ def test_rows_that_could_not_run_are_printed_with_their_status(tmp_path):
     assert "| verl-compile | not installed: verl | | |" in md and "| liger | needs CUDA | | |" in md
     assert "| numba | 1.00 ms | 0.90 ms | 4.00x | err_logprobs 1.2e-07 |" in md
     assert md.index("| numba |") < md.index("| verl-compile |")  # timed rows first
+
+
+def test_scaling_groups_are_drawn_as_png_plots(tmp_path, monkeypatch):
+    """A "step scaling: <curve>" group gets a PNG (one line per system, x from extra_info) linked under its
+    table; the TRL row that could not run is left out of the plot but kept in the table."""
+    rows = [_bench(f"{s}-{x}", "step scaling: M", t, system=s, x=x)
+            for s, ts in (("ours", (1.0, 2.0, 4.0)), ("trl", (3.0, 6.0, 12.0))) for x, t in zip((8, 16, 32), ts)]
+    rows.append(_bench("trl-64", "step scaling: M", 1e-7, system="trl", x=64, status="not installed: trl"))
+    for r in rows:
+        r["stats"]["max"] = r["stats"]["mean"] * 1.1
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"machine_info": {}, "benchmarks": rows}))
+    for name, value in (("GPU_SECTION", tmp_path / "GPU.md"), ("PLOTS", tmp_path / "plots"),
+                        ("HERE", tmp_path / "bench")):
+        monkeypatch.setattr(report, name, value)
+    out = tmp_path / "B.md"
+    report.main([str(path), "--out", str(out)])
+    png = tmp_path / "plots" / "step_scaling_M.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    md = out.read_text()
+    assert "![step scaling: M](plots/step_scaling_M.png)" in md
+    assert md.index("| trl-64 | not installed: trl |") < md.index("![step scaling: M]")
+    assert not list((tmp_path / "plots").glob("*.tmp*"))

@@ -42,6 +42,7 @@ class MicroBatch:
     seq_index: torch.Tensor | None = None  # [n] int64 sequence (flat row) of each token; None when packed
     tokens: int = 0  # token slots forwarded (padding included)
     old_logprobs: torch.Tensor | None = None  # [n], set before the first epoch
+    old_is_current: bool = False  # on-policy update: the old log-probs are the current ones, detached
     ref_logprobs: torch.Tensor | None = None  # [n], set when algo.kl_coef > 0
 
     @property

@@ -360,7 +360,8 @@ class Trainer:
                                  pad_id=self.pad_id, whole_trees=self.opt.policy.block_sparse) for i in starts]
         batches = self.opt.align_micro_batches(batches)
         forwarded = attach_old_logprobs(lambda mb: self.opt.forward(mb, train=False), batches, cfg.algo,
-                                        self._ref_forward if cfg.algo.kl_coef > 0 else None)
+                                        self._ref_forward if cfg.algo.kl_coef > 0 else None,
+                                        epochs=cfg.train.ppo_epochs)
         total = sum(len(b) for b in batches) * cfg.train.ppo_epochs
         with tqdm(total=total, desc="update", unit="micro", leave=False, disable=self._no_bars) as bar:
             metrics, fwd = ppo_update(self.opt, batches, cfg.algo, cfg.train.ppo_epochs,

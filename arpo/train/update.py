@@ -6,7 +6,10 @@ recompute``, the default) rather than taken from the sampler, because the sample
 trainer's: HFEngine reports the log-prob under the top-k/top-p-filtered distribution when filtering is on,
 SGLang computes in bf16 with its own kernels and (for the entropy) a top-k estimate, and any of these makes
 the first-epoch ratio differ from 1, so clipping would act on numerical noise instead of on policy change.
-``sampler`` skips that forward pass for users whose engine matches the trainer.
+``sampler`` skips that forward pass for users whose engine matches the trainer. An on-policy update (one epoch
+over one mini-batch: a single optimiser step, taken after every micro-batch's forward) needs no pass either:
+the old policy is the current one, so each micro-batch's old log-probs are its current ones, detached (ratio 1,
+as TRL and verl do it), and ``recompute`` skips the forward.
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ def micro_batch_loss(mb: MicroBatch, logprobs: torch.Tensor, entropy: torch.Tens
                      backend: str = "auto") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """This micro-batch's term of the mini-batch loss (the terms add up to it) and its metrics, by the loss
     variant ``algo.loss`` (arpo.algos.losses)."""
-    old = _like(mb.old_logprobs, logprobs)
+    old = logprobs.detach() if mb.old_is_current else _like(mb.old_logprobs, logprobs)
     if old is None:
         raise RuntimeError("micro-batch has no old_logprobs: call attach_old_logprobs first")
     x = LossInputs(logprobs, entropy if algo.entropy_coef else entropy.detach(), old,
@@ -43,14 +46,25 @@ def _like(t: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
     return None if t is None else t.to(device=ref.device, dtype=ref.dtype)
 
 
+def on_policy(batches: Sequence[Sequence[MicroBatch]], epochs: int) -> bool:
+    """Whether the update is one optimiser step (one epoch, one mini-batch): every forward then sees the old
+    policy's weights, so old log-probs = current log-probs."""
+    return epochs == 1 and len(batches) == 1
+
+
 @torch.no_grad()
 def attach_old_logprobs(forward: Callable, batches: Sequence[Sequence[MicroBatch]], algo: AlgoConfig,
-                        ref_forward: Callable | None = None) -> int:
+                        ref_forward: Callable | None = None, epochs: int | None = None) -> int:
     """Set ``old_logprobs`` (and ``ref_logprobs`` when ``ref_forward`` is given) of every micro-batch.
-    Returns the tokens forwarded."""
+    ``epochs``: the update's epoch count; with ``recompute`` an on-policy update (``on_policy``) marks each
+    micro-batch ``old_is_current`` instead of forwarding it (None: always forward). Returns the tokens
+    forwarded."""
     forwarded = 0
+    current = algo.old_logprobs == "recompute" and epochs is not None and on_policy(batches, epochs)
     for mb in (mb for mini in batches for mb in mini):
-        if algo.old_logprobs == "sampler":
+        if current:
+            mb.old_is_current = True
+        elif algo.old_logprobs == "sampler":
             _check_sampler_logprobs(mb)
             mb.old_logprobs = mb.sampler_logprobs.float()
         else:

@@ -40,10 +40,12 @@ def alternating_reward(response: str, ground_truth) -> float:
 
 
 def settings(model: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    # temperature 0.5: the rollouts check that the taught model calls the tool; at T = 1 one of its 8 samples
+    # ran off (finish "length") on one machine and not on another (the taught model differs by float rounding)
     return [f"model.path={model}", f"data.train=[{data}]", f"data.test=[{data}]", "data.max_prompt_tokens=512",
             "data.reward=tests.train.test_json_pipeline:alternating_reward", "tools.enabled=[python]",
             "tools.format=json", "rollout.M=4", "rollout.N=2", "rollout.max_response_tokens=96",
-            "rollout.token_budget=8192", "train.batch_size=2", "train.mini_batch_size=2",
+            "rollout.token_budget=8192", "rollout.temperature=0.5", "train.batch_size=2", "train.mini_batch_size=2",
             "train.micro_batch_tokens=4096", "train.lr=1e-3", "train.schedule=constant", "train.kernel_backend=torch",
             "train.eval_every=0", "train.eval_limit=2", "train.save_every=1", "train.keep_checkpoints=1",
             "train.total_steps=1", f"train.output_dir={out}", *extra]

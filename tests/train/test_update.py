@@ -112,3 +112,30 @@ def test_non_finite_gradient_skips_the_step(model):
     assert math.isnan(opt.step())
     for n, p in m.named_parameters():
         assert torch.equal(p, before[n]) and p.grad is None
+
+
+@pytest.mark.parametrize("update", ["packed", "flat"])
+def test_an_on_policy_update_skips_the_old_logprob_pass_with_the_same_step(model, update):
+    """One epoch over one mini-batch: no old-log-prob forward (0 tokens), and the same parameters after the
+    step as with the recomputed old log-probs (the model has no dropout: recompute gives the current values);
+    two epochs or two mini-batches still forward."""
+    params = []
+    for epochs in (None, 1):  # None: always recompute
+        m = copy.deepcopy(model)
+        batches = _batches(m, update=update)
+        opt = TorchBackend(PolicyLogprobs(m), TrainConfig(lr=1e-3), torch.device("cpu"))
+        forwarded = attach_old_logprobs(lambda mb: opt.forward(mb, train=False), batches, AlgoConfig(),
+                                        epochs=epochs)
+        assert (forwarded == 0) == (epochs == 1)
+        assert all(mb.old_is_current == (epochs == 1) and (mb.old_logprobs is None) == (epochs == 1)
+                   for mb in batches[0])
+        metrics, _ = ppo_update(opt, batches, AlgoConfig(), 1, np.random.default_rng(0))
+        assert metrics["ratio_min"] == pytest.approx(1.0, abs=1e-5) and metrics["ratio_max"] == pytest.approx(
+            1.0, abs=1e-5)
+        params.append([p.detach().clone() for p in m.parameters()])
+    for a, b in zip(*params):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    two_epochs = _batches(model, update=update)
+    assert attach_old_logprobs(lambda mb: PolicyLogprobs(model)(mb), two_epochs, AlgoConfig(), epochs=2) > 0
+    two_minis = _batches(model, update=update) * 2
+    assert attach_old_logprobs(lambda mb: PolicyLogprobs(model)(mb), two_minis, AlgoConfig(), epochs=1) > 0

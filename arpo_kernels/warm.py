@@ -16,9 +16,11 @@ from .policy_loss import policy_loss, policy_loss_packed
 
 
 def warm_up(backend: str = "auto", dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-            kl_type: str = "low_var_kl") -> float:
+            kl_type: str = "low_var_kl", with_kl: bool = True) -> float:
     """Run the log-prob + entropy kernel and both policy-loss forms, forward and backward, once on tiny inputs of
-    ``dtype`` on ``device`` with ``backend``; returns the seconds it took."""
+    ``dtype`` on ``device`` with ``backend``; returns the seconds it took. The loss runs with an entropy term
+    and, when ``with_kl``, a ``kl_type`` KL term (else none): each combination is its own compiled kernel, so
+    pass what the training will use (a trainer: ``with_kl = algo.kl_coef > 0``)."""
     start = time.perf_counter()
     n, hidden, vocab = 8, 16, 64
     h = torch.linspace(-1, 1, n * hidden, dtype=dtype, device=device).reshape(n, hidden).requires_grad_()
@@ -28,10 +30,11 @@ def warm_up(backend: str = "auto", dtype: torch.dtype = torch.float32, device: t
     old = lp.detach() + 0.01
     adv = torch.linspace(-1, 1, n, dtype=lp.dtype, device=device)
     mask = torch.ones(n, dtype=torch.bool, device=device)
-    loss, _ = policy_loss(lp, old, adv, mask, ref_logprobs=old, kl_coef=0.1, kl_type=kl_type, entropy=ent,
-                          entropy_coef=0.01, backend=backend)
+    kl = dict(ref_logprobs=old, kl_coef=0.1) if with_kl else {}
+    kl["kl_type"] = kl_type  # part of the kernel's key even without a reference, as in the trainer's calls
+    loss, _ = policy_loss(lp, old, adv, mask, entropy=ent, entropy_coef=0.01, backend=backend, **kl)
     weight = torch.full((n,), 1.0 / n, dtype=lp.dtype, device=device)
-    packed, _ = policy_loss_packed(lp, old, adv.clamp(min=0), adv.clamp(max=0), weight, ref_logprobs=old,
-                                   kl_coef=0.1, kl_type=kl_type, entropy=ent, entropy_coef=0.01, backend=backend)
+    packed, _ = policy_loss_packed(lp, old, adv.clamp(min=0), adv.clamp(max=0), weight, entropy=ent,
+                                   entropy_coef=0.01, backend=backend, **kl)
     (loss + packed).backward()
     return time.perf_counter() - start

@@ -127,7 +127,7 @@ class Trainer:
             rewards_mod.warm_up()  # start the math-verify workers now, not inside the first step's timing
         # the kernels' one-time costs (numba's cache and threads: ~3 s on CPU; Triton's compiles) now, not in step 1
         warm_up_kernels(cfg.train.kernel_backend, torch.bfloat16 if cfg.train.bf16 else torch.float32,
-                        self.dist.device, cfg.algo.kl_type)
+                        self.dist.device, cfg.algo.kl_type, with_kl=cfg.algo.kl_coef > 0)
 
     # ------------------------------------------------------------------------------------------ set-up
     @property

@@ -36,13 +36,16 @@ run_file = ctypes.pythonapi.PyRun_FileExFlags  # what the interpreter's runner c
 run_file.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.py_object, ctypes.py_object,
                      ctypes.c_int, ctypes.c_void_p)
 run_file.restype = ctypes.py_object
+CAP_HEADER = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
+CAP_DATA = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: empty
+READONLY_ATTR = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)  # set, clear, propagation, userns
 try:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         LAST_CAP = int(f.read())
 except (OSError, ValueError):
     LAST_CAP = 63
 cfg, status, root = {}, 3, False  # set per call: config, status pipe (fd 3 in the wrapper), host is root
-paths = {}  # per interpreter path: the real directories it needs (computed once, in the zygote)
+paths = {}  # per path: the real directories an interpreter needs, the ancestors of a directory (in the zygote)
 
 
 def report(*tokens):
@@ -106,25 +109,33 @@ def join_cgroup():
     return bool(cfg["cgroup"])
 
 
+def ancestors(path, cache=False):
+    """(directory, its entry on the way) for each directory above `path` (resolved), from the top down."""
+    if path not in paths:
+        parts = os.path.realpath(path).strip("/").split("/")
+        found = [("/" + "/".join(parts[:i]), parts[i]) for i in range(1, len(parts))]
+        if not cache:
+            return found
+        paths[path] = found
+    return paths[path]
+
+
 def expose(path):
     """Let any uid reach `path`: cover each ancestor others cannot search by a tmpfs with the next entry."""
-    parts = os.path.realpath(path).strip("/").split("/")
-    for i in range(1, len(parts)):
-        parent = "/" + "/".join(parts[:i])
+    for parent, entry in cfg["ancestors"][path] if path in cfg["ancestors"] else ancestors(path):
         if os.stat(parent).st_mode & 0o001:
             continue
         fd = os.open(parent, os.O_PATH)
         mount("tmpfs", parent, "tmpfs", NOSUID | NODEV, "size=64k,mode=0755")
-        os.mkdir(os.path.join(parent, parts[i]))
-        mount(f"/proc/self/fd/{fd}/{parts[i]}", os.path.join(parent, parts[i]), None, BIND | REC)
+        os.mkdir(os.path.join(parent, entry))
+        mount(f"/proc/self/fd/{fd}/{entry}", os.path.join(parent, entry), None, BIND | REC)
         os.close(fd)
 
 
 def readonly_tree():
     """Every mount of this namespace read-only and nosuid at once (mount_setattr, Linux >= 5.12); False where
     the kernel refuses (then nothing changed: the call is all or nothing)."""
-    attr = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)  # set, clear, propagation, userns
-    return syscall(MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, attr, ctypes.sizeof(attr)) == 0
+    return syscall(MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, READONLY_ATTR, ctypes.sizeof(READONLY_ATTR)) == 0
 
 
 def remount_readonly(keep):
@@ -148,6 +159,21 @@ def interpreter_dirs(python):
                          os.path.dirname(os.path.realpath(python)),
                          os.path.dirname(os.path.abspath(python))}  # a venv's bin/ (its python is a symlink)
     return paths[python]
+
+
+def prepare(config):
+    """What the call's processes would compute, computed here (where pages are not shared with a live call, so
+    writing them copies nothing): the interpreter's directories, the ancestors of each directory to expose,
+    the working directory and the environment (the wrapper inherits them)."""
+    config["python_dirs"] = dirs = interpreter_dirs(config["python"])
+    config["ancestors"] = {path: ancestors(path, cache=True) for path in (*dirs, "/tmp")}  # the call's: in init
+    try:
+        os.chdir(config["workdir"])
+        config["in_workdir"] = True
+    except OSError:  # the wrapper tries again and fails the call
+        config["in_workdir"] = False
+    set_environment(config["env"])
+    return config
 
 
 def setup_fs(workdir, owner):
@@ -216,8 +242,7 @@ def drop_capabilities():
     """Empty effective, permitted, inheritable and ambient sets: what the exec of a snippet with an empty
     bounding set used to give uid 0 in a user namespace (a uid other than 0 has none left already)."""
     prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL
-    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
-    if capset(header, (ctypes.c_uint32 * 6)()) != 0:
+    if capset(CAP_HEADER, CAP_DATA) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), "capset")
 
@@ -341,8 +366,8 @@ def wrapper(zygote):
     prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
     if os.getppid() != zygote:
         os._exit(125)  # the zygote is already gone
-    os.chdir(cfg["workdir"])
-    set_environment(cfg["env"])
+    if not cfg["in_workdir"]:
+        os.chdir(cfg["workdir"])  # the zygote moved there (and set the call's environment) before the fork
     tokens = {"cgroup"} if join_cgroup() else set()
     namespaces = unshare()
     tokens |= namespaces - {"mnt"}
@@ -392,11 +417,11 @@ class Zygote:
         if not msg:
             self.stop()  # the host closed the socket pair or died
         reply, out, status_w = fds
-        config = json.loads(msg)  # here: the call's processes run as little Python as they can
-        config["python_dirs"] = interpreter_dirs(config["python"])
+        config = prepare(json.loads(msg))  # here: the call's processes run as little Python as they can
         pid = os.fork()
         if pid == 0:
             self.become_wrapper(config, out, status_w)
+        os.chdir("/")  # not to pin the call's directory
         os.close(out)
         os.close(status_w)
         call = [pid, os.pidfd_open(pid), reply]

@@ -409,15 +409,21 @@ class _Cgroup:
         _kill_members(self.dirs[-1])
 
     def remove(self, wait_s: float = 2.0) -> None:
-        """Kill every process left in it (no new ones: pids.max = 0), then delete it."""
+        """Delete it; while processes are left in it (rmdir refused), kill them (no new ones: pids.max = 0)."""
         deadline = time.monotonic() + wait_s
         for directory in reversed(self.dirs):
-            _write(os.path.join(directory, "pids.max"), 0, missing_ok=True)
-            while os.path.isdir(directory):
+            frozen = False
+            while True:
                 try:
-                    os.rmdir(directory)
+                    os.rmdir(directory)  # an empty cgroup (the usual case) goes at once
+                    break
+                except FileNotFoundError:
+                    break
                 except OSError:
-                    if time.monotonic() > deadline:
+                    if not frozen:
+                        _write(os.path.join(directory, "pids.max"), 0, missing_ok=True)
+                        frozen = True
+                    elif time.monotonic() > deadline:
                         log.warning("python sandbox: cannot remove cgroup %s", directory)
                         break
                     _kill_members(directory)
@@ -494,8 +500,13 @@ def _alive(pid: int) -> bool:
 
 
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    fd, chunks = os.open(path, os.O_RDONLY | os.O_CLOEXEC), []
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _write(path: str, value: int, missing_ok: bool = False) -> None:

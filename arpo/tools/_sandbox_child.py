@@ -53,10 +53,10 @@ def report(*tokens):
 
 
 def mount(src, dst, fstype, flags, data=None):
-    enc = lambda s: None if s is None else s.encode()
-    if mount_(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
+    """mount(2); the arguments are bytes or None."""
+    if mount_(src, dst, fstype, flags, data) != 0:
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), dst)
+        raise OSError(err, os.strerror(err), os.fsdecode(dst))
 
 
 def try_unshare(flag):
@@ -126,9 +126,9 @@ def expose(path):
         if os.stat(parent).st_mode & 0o001:
             continue
         fd = os.open(parent, os.O_PATH)
-        mount("tmpfs", parent, "tmpfs", NOSUID | NODEV, "size=64k,mode=0755")
-        os.mkdir(os.path.join(parent, entry))
-        mount(f"/proc/self/fd/{fd}/{entry}", os.path.join(parent, entry), None, BIND | REC)
+        mount(b"tmpfs", os.fsencode(parent), b"tmpfs", NOSUID | NODEV, b"size=64k,mode=0755")
+        os.mkdir(child := os.path.join(parent, entry))
+        mount(os.fsencode(f"/proc/self/fd/{fd}/{entry}"), os.fsencode(child), None, BIND | REC)
         os.close(fd)
 
 
@@ -147,7 +147,7 @@ def remount_readonly(keep):
         if point == keep:
             continue
         try:
-            mount(None, point, None, REMOUNT | BIND | RDONLY | NOSUID | flags)
+            mount(None, os.fsencode(point), None, REMOUNT | BIND | RDONLY | NOSUID | flags)
         except FileNotFoundError:
             pass  # hidden under a mount made above: unreachable anyway
 
@@ -165,7 +165,10 @@ def prepare(config):
     """What the call's processes would compute, computed here (where pages are not shared with a live call, so
     writing them copies nothing): the interpreter's directories, the ancestors of each directory to expose,
     the working directory and the environment (the wrapper inherits them)."""
-    config["python_dirs"] = dirs = interpreter_dirs(config["python"])
+    dirs = interpreter_dirs(config["python"])
+    under_tmp = any(p == "/tmp" or p.startswith("/tmp/") for p in dirs)
+    config["target"] = target = config["workdir"] if under_tmp or not os.path.isdir("/tmp") else "/tmp"
+    config["expose"] = list({*dirs, target})
     config["ancestors"] = {path: ancestors(path, cache=True) for path in (*dirs, "/tmp")}  # the call's: in init
     try:
         os.chdir(config["workdir"])
@@ -180,18 +183,15 @@ def setup_fs(workdir, owner):
     """Only ever called in our own mount namespace: fresh read-only /proc, the code alone in a private tmpfs
     at /tmp (the working directory from then on), everything else read-only."""
     code = read_file(cfg["snippet"])  # relative to the working directory, before any mount hides it
-    mount(None, "/", None, REC | PRIVATE)
-    mount("proc", "/proc", "proc", RDONLY | NOSUID | NODEV | NOEXEC)
-    python = cfg["python_dirs"]
-    under_tmp = any(p == "/tmp" or p.startswith("/tmp/") for p in python)
-    target = workdir if under_tmp or not os.path.isdir("/tmp") else "/tmp"
+    mount(None, b"/", None, REC | PRIVATE)
+    mount(b"proc", b"/proc", b"proc", RDONLY | NOSUID | NODEV | NOEXEC)
+    target = cfg["target"]  # /tmp, or the working directory if the interpreter is under /tmp (or no /tmp)
     if owner != os.getuid():
-        for path in {*python, target}:
+        for path in cfg["expose"]:  # the interpreter's directories and the target
             expose(path)
     readonly = readonly_tree()  # before the tmpfs, the one mount left writable
-    size = cfg["max_file_bytes"] + len(code) + 2**16
-    opts = f"size={size},mode=0700,uid={owner},gid={owner}"
-    mount(os.path.basename(workdir), target, "tmpfs", NOSUID | NODEV, opts)  # source: names the call
+    opts = b"size=%d,mode=0700,uid=%d,gid=%d" % (cfg["max_file_bytes"] + len(code) + 2**16, owner, owner)
+    mount(os.fsencode(os.path.basename(workdir)), os.fsencode(target), b"tmpfs", NOSUID | NODEV, opts)  # names the call
     os.chdir(target)
     os.environ["HOME"] = os.environ["TMPDIR"] = target
     write_file(cfg["snippet"], code, os.O_WRONLY | os.O_CREAT | os.O_EXCL)

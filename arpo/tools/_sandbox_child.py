@@ -7,7 +7,10 @@ namespaces and forks the init, which isolates the filesystem, drops privileges, 
 isolation policy and runs the snippet in its own (forked, already started) interpreter.
 
 The zygote never runs model code, never sees the code (only paths and descriptors) and holds nothing the snippet
-may not see: it is forked for every call, so its memory is the snippet's to read. It writes the wrapper's pid on
+may not see: it is forked for every call, so its memory is the snippet's to read. Before each fork it prepares
+what needs no isolation (``prepare``: the call's working directory and environment, the tmpfs target, the
+directories to expose), so that the call's processes run as little Python as they can: every page they touch
+is a copy-on-write fault. It writes the wrapper's pid on
 the reply socket, then its return code once it exits (a zombie until then, so the host can kill its process
 group by number), and reaps it when the host closes the reply socket. It exits, killing every wrapper, when the
 host closes the socket pair or dies.

@@ -18,13 +18,17 @@ Linux only. One call::
 The zygote is the module ``_sandbox_child.py`` next to this one (standard library only), run by path before any
 isolation (the host's uid can read the package) with the flags the snippet's interpreter always had (-I: its
 directory is not put on sys.path, no user site, environment ignored; -B; UTF-8 mode; site-packages importable).
-Starting an interpreter and importing is paid once; a call costs two forks, the namespaces and mounts.
+Starting an interpreter and importing is paid once; a call costs two forks, the namespaces and mounts. Whatever
+a call's processes would compute without isolating anything (its directory as working directory, its
+environment, which directories to expose, ctypes lookups) the zygote does before the fork: every page a call's
+Python code touches is a copy-on-write fault, pages the zygote writes are its own.
 
 Threat model of the zygote: every call's processes are forked from it, so the snippet can read everything the
 zygote holds; it therefore holds nothing secret: the scrubbed environment, no descriptor but the socket pair
 (each wrapper closes all but its output and status pipes; the init closes the status pipe before the snippet
 runs, so the snippet cannot forge isolation tokens), the sandbox's limits and the paths of calls' directories
-and cgroups, never code or output. The snippet cannot reach the zygote: it is outside the call's PID namespace
+and cgroups (it moves into a call's directory and takes on its environment for the fork, then returns to /),
+never code or output. The snippet cannot reach the zygote: it is outside the call's PID namespace
 and runs as root when the snippet does not. Each call gets its own namespaces, cgroup, uid and tmpfs (nothing
 is shared between concurrent calls but the zygote's read-only memory image). The host talks to the zygote over
 a SEQPACKET socket pair: per call the JSON config with three descriptors (a reply socket, the output pipe, the
@@ -76,7 +80,8 @@ Enforced when granted (reported per call in ``PythonSandbox.last_isolation``):
 - "pid", "ipc": a new PID namespace: the snippet cannot see or signal host processes (``os.getppid()`` is 0),
   and when its PID 1 exits the kernel kills every process left in it, even ones that left the process group.
 - "fs": a mount namespace of the call's own (the host's mounts are never touched), in which every mount is
-  remounted read-only and nosuid, /tmp is a private tmpfs of ``max_file_bytes`` (plus the code) holding the
+  made read-only and nosuid (one recursive mount_setattr, Linux >= 5.12, which also covers mounts hidden under
+  others; else remounted one by one), /tmp is a private tmpfs of ``max_file_bytes`` (plus the code) holding the
   code as /tmp/snippet.py (so tracebacks are the same run to run; the host's /tmp is hidden) and /proc is a
   fresh read-only procfs of the new PID namespace (other processes' environ and cmdline are out of sight).
   The snippet can read host files as its uid may, but writes only to /tmp. Filesystem sockets stay

@@ -420,7 +420,10 @@ class Zygote:
         if not msg:
             self.stop()  # the host closed the socket pair or died
         reply, out, status_w = fds
-        config = prepare(json.loads(msg))  # here: the call's processes run as little Python as they can
+        try:  # here: the call's processes run as little Python as they can
+            config = prepare(json.loads(msg))
+        except Exception as e:  # reported by the wrapper, as if it had failed there (exit code 126)
+            config = e
         pid = os.fork()
         if pid == 0:
             self.become_wrapper(config, out, status_w)
@@ -447,6 +450,8 @@ class Zygote:
                 os.dup2(status_w, status)
             os.set_inheritable(status, False)
             os.closerange(status + 1, 1 << 20)  # other calls' descriptors, the socket pair's
+            if isinstance(config, Exception):
+                raise config
             cfg, root = config, os.getuid() == 0
             wrapper(self.pid)
         except BaseException:

@@ -10,16 +10,15 @@ The zygote never runs model code, never sees the code (only paths and descriptor
 may not see: it is forked for every call, so its memory is the snippet's to read. Before each fork it prepares
 what needs no isolation (``prepare``: the call's working directory and environment, the tmpfs target, the
 directories to expose), so that the call's processes run as little Python as they can: every page they touch
-is a copy-on-write fault. It writes the wrapper's pid on
-the reply socket, then its return code once it exits (a zombie until then, so the host can kill its process
-group by number), and reaps it when the host closes the reply socket. It exits, killing every wrapper, when the
-host closes the socket pair or dies.
+is a copy-on-write fault. It writes the wrapper's pid on the reply socket, then its return code once it exits
+(a zombie until then, so the host can kill its process group by number), and reaps it when the host closes the
+reply socket. It exits, killing every wrapper, when the host closes the socket pair or dies.
 
 Standard library only, nothing of ``arpo``: it runs in an isolated interpreter where ``arpo`` need not be
 importable. The source ends with the bare ``main()`` call (tests insert code before it); imported as a module,
 it does nothing.
 """
-import ctypes, gc, json, os, posix, re, resource, select, signal, socket, sys, traceback
+import ctypes, gc, json, os, re, resource, select, signal, socket, sys, traceback
 
 NEWNS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x8000000, 0x10000000, 0x20000000, 0x40000000
 NAMESPACES = ((NEWNS, "mnt"), (NEWPID, "pid"), (NEWNET, "net"), (NEWIPC, "ipc"))
@@ -41,7 +40,8 @@ run_file.argtypes = (ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int, ctypes.py_o
 run_file.restype = ctypes.py_object
 CAP_HEADER = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this thread
 CAP_DATA = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: empty
-READONLY_ATTR = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)  # set, clear, propagation, userns
+# struct mount_attr: attr_set, attr_clr, propagation, userns_fd
+READONLY_ATTR = (ctypes.c_uint64 * 4)(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, 0, 0, 0)
 try:
     with open("/proc/sys/kernel/cap_last_cap") as f:
         LAST_CAP = int(f.read())
@@ -194,7 +194,8 @@ def setup_fs(workdir, owner):
             expose(path)
     readonly = readonly_tree()  # before the tmpfs, the one mount left writable
     opts = b"size=%d,mode=0700,uid=%d,gid=%d" % (cfg["max_file_bytes"] + len(code) + 2**16, owner, owner)
-    mount(os.fsencode(os.path.basename(workdir)), os.fsencode(target), b"tmpfs", NOSUID | NODEV, opts)  # names the call
+    source = os.fsencode(os.path.basename(workdir))  # names the call
+    mount(source, os.fsencode(target), b"tmpfs", NOSUID | NODEV, opts)
     os.chdir(target)
     os.environ["HOME"] = os.environ["TMPDIR"] = target
     write_file(cfg["snippet"], code, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -363,8 +364,8 @@ def set_environment(env):
 
 
 def wrapper(zygote):
-    """The call's wrapper, forked by the zygote with fds 0 (/dev/null), 1 and 2 (output) and 3 (status):
-    own session, the call's directory and environment, cgroup, namespaces, then the init; dies like it."""
+    """The call's wrapper, forked by the zygote with fds 0 (/dev/null), 1 and 2 (output) and 3 (status) in the
+    call's directory and environment: own session, cgroup, namespaces, then the init; dies like it."""
     os.setsid()
     prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the zygote
     if os.getppid() != zygote:

@@ -165,9 +165,10 @@ def interpreter_dirs(python):
 
 
 def prepare(config):
-    """What the call's processes would compute, computed here (where pages are not shared with a live call, so
-    writing them copies nothing): the interpreter's directories, the ancestors of each directory to expose,
-    the working directory and the environment (the wrapper inherits them)."""
+    """What the call's processes would compute, computed here, before the fork (a page written here faults at most
+    once per call, mostly without a copy; in the call's processes each page touched is copied, in the wrapper
+    and again in the init): the interpreter's directories, the tmpfs target, the directories to expose and their
+    ancestors, the working directory and the environment (the wrapper inherits them)."""
     dirs = interpreter_dirs(config["python"])
     under_tmp = any(p == "/tmp" or p.startswith("/tmp/") for p in dirs)
     config["target"] = target = config["workdir"] if under_tmp or not os.path.isdir("/tmp") else "/tmp"

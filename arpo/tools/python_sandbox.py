@@ -20,8 +20,9 @@ isolation (the host's uid can read the package) with the flags the snippet's int
 directory is not put on sys.path, no user site, environment ignored; -B; UTF-8 mode; site-packages importable).
 Starting an interpreter and importing is paid once; a call costs two forks, the namespaces and mounts. Whatever
 a call's processes would compute without isolating anything (its directory as working directory, its
-environment, which directories to expose, ctypes lookups) the zygote does before the fork: every page a call's
-Python code touches is a copy-on-write fault, pages the zygote writes are its own.
+environment, which directories to expose, ctypes lookups) the zygote does before the fork: each page a call's
+Python code touches is copied, in the wrapper and again in the init, while the zygote takes at most one fault
+per page and call, mostly without a copy (the previous call's wrapper has let go of it).
 
 Threat model of the zygote: every call's processes are forked from it, so the snippet can read everything the
 zygote holds; it therefore holds nothing secret: the scrubbed environment, no descriptor but the socket pair

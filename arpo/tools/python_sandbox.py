@@ -18,13 +18,18 @@ Linux only. One call::
 The zygote is the module ``_sandbox_child.py`` next to this one (standard library only), run by path before any
 isolation (the host's uid can read the package) with the flags the snippet's interpreter always had (-I: its
 directory is not put on sys.path, no user site, environment ignored; -B; UTF-8 mode; site-packages importable).
-Starting an interpreter and importing is paid once; a call costs two forks, the namespaces and mounts.
+Starting an interpreter and importing is paid once; a call costs two forks, the namespaces and mounts. Whatever
+a call's processes would compute without isolating anything (its directory as working directory, its
+environment, which directories to expose, ctypes lookups) the zygote does before the fork: each page a call's
+Python code touches is copied, in the wrapper and again in the init, while the zygote takes at most one fault
+per page and call, mostly without a copy (the previous call's wrapper has let go of it).
 
 Threat model of the zygote: every call's processes are forked from it, so the snippet can read everything the
 zygote holds; it therefore holds nothing secret: the scrubbed environment, no descriptor but the socket pair
 (each wrapper closes all but its output and status pipes; the init closes the status pipe before the snippet
 runs, so the snippet cannot forge isolation tokens), the sandbox's limits and the paths of calls' directories
-and cgroups, never code or output. The snippet cannot reach the zygote: it is outside the call's PID namespace
+and cgroups (it moves into a call's directory and takes on its environment for the fork, then returns to /),
+never code or output. The snippet cannot reach the zygote: it is outside the call's PID namespace
 and runs as root when the snippet does not. Each call gets its own namespaces, cgroup, uid and tmpfs (nothing
 is shared between concurrent calls but the zygote's read-only memory image). The host talks to the zygote over
 a SEQPACKET socket pair: per call the JSON config with three descriptors (a reply socket, the output pipe, the
@@ -76,7 +81,8 @@ Enforced when granted (reported per call in ``PythonSandbox.last_isolation``):
 - "pid", "ipc": a new PID namespace: the snippet cannot see or signal host processes (``os.getppid()`` is 0),
   and when its PID 1 exits the kernel kills every process left in it, even ones that left the process group.
 - "fs": a mount namespace of the call's own (the host's mounts are never touched), in which every mount is
-  remounted read-only and nosuid, /tmp is a private tmpfs of ``max_file_bytes`` (plus the code) holding the
+  made read-only and nosuid (one recursive mount_setattr, Linux >= 5.12, which also covers mounts hidden under
+  others; else remounted one by one), /tmp is a private tmpfs of ``max_file_bytes`` (plus the code) holding the
   code as /tmp/snippet.py (so tracebacks are the same run to run; the host's /tmp is hidden) and /proc is a
   fresh read-only procfs of the new PID namespace (other processes' environ and cmdline are out of sight).
   The snippet can read host files as its uid may, but writes only to /tmp. Filesystem sockets stay
@@ -105,13 +111,14 @@ limit, so the kernel's SIGKILL follows at once). No seccomp: CPU share and disk 
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import re
 import secrets
-import selectors
+import select
 import shutil
 import signal
 import subprocess
@@ -135,6 +142,7 @@ _REQUIRED = {"no PID namespace": ("pid",),
 _UNAVAILABLE = ("Error: python sandbox unavailable: {} (set tools.python_require_isolation=false to run with "
                 "rlimits only)")
 _CGROUP_PREFIX = "arpo-py-"
+_STALE = re.compile(_CGROUP_PREFIX + r"(\d+)-[0-9a-f]+")
 _CGROUP_OPTIONAL = {"memory.swap.max", "memory.memsw.limit_in_bytes"}  # absent without swap accounting
 
 # The zygote: the module _sandbox_child.py (argv[1] = its end of the socket pair; stdlib only, no user code), run by
@@ -194,7 +202,7 @@ class PythonSandbox:
         finally:
             if cgroup is not None:
                 cgroup.remove()
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove_workdir(workdir)
         head = head.replace(workdir.encode(), b"/tmp")  # the same text whatever the call's directory is named
         self.last_isolation = tokens - {"refused"}
         self._warn_once(self.last_isolation)
@@ -252,22 +260,24 @@ class PythonSandbox:
 
     def _collect(self, call: _Call, out: int, deadline: float, cgroup: _Cgroup | None) -> bytes:
         """Drain the output until EOF and wrapper exit (or the deadline); keep max_output_bytes + 1 bytes."""
-        head, keep = bytearray(), self.max_output_bytes + 1
-        with selectors.DefaultSelector() as sel:
-            sel.register(out, selectors.EVENT_READ)
-            sel.register(call.reply, selectors.EVENT_READ)
-            while sel.get_map() and (left := deadline - time.monotonic()) > 0:
-                for key, _ in sel.select(left):
-                    if key.fileobj is call.reply:
-                        sel.unregister(call.reply)
-                        call.read_exit()
-                        call.kill_group()  # leftover children would otherwise hold the pipe open
-                        if cgroup is not None:
-                            cgroup.kill()  # and so would those that left the group
-                    elif chunk := os.read(out, 1 << 16):
-                        head += chunk[: keep - len(head)]
-                    else:
-                        sel.unregister(out)
+        head, keep, reply = bytearray(), self.max_output_bytes + 1, call.reply.fileno()
+        poll, waiting = select.poll(), 2
+        poll.register(out, select.POLLIN)
+        poll.register(reply, select.POLLIN)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in poll.poll(math.ceil(left * 1000)):
+                if fd == reply:
+                    poll.unregister(reply)
+                    waiting -= 1
+                    call.read_exit()
+                    call.kill_group()  # leftover children would otherwise hold the pipe open
+                    if cgroup is not None:
+                        cgroup.kill()  # and so would those that left the group
+                elif chunk := os.read(out, 1 << 16):
+                    head += chunk[: keep - len(head)]
+                else:
+                    poll.unregister(out)
+                    waiting -= 1
         return bytes(head)
 
     def _warn_once(self, tokens: frozenset[str]) -> None:
@@ -389,7 +399,7 @@ class _Cgroup:
         """A fresh cgroup with these limits, or None where none can be made (not root, no delegation)."""
         name, dirs = f"{_CGROUP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}", []
         try:
-            for parent, limits in _cgroup_plan(memory_bytes, tasks):
+            for parent, limits in _cgroup_plan(_read("/proc/self/cgroup"), memory_bytes, tasks):
                 _remove_stale(parent)
                 dirs.append(os.path.join(parent, name))
                 os.mkdir(dirs[-1])
@@ -405,23 +415,31 @@ class _Cgroup:
         _kill_members(self.dirs[-1])
 
     def remove(self, wait_s: float = 2.0) -> None:
-        """Kill every process left in it (no new ones: pids.max = 0), then delete it."""
+        """Delete it; while processes are left in it (rmdir refused), kill them (no new ones: pids.max = 0)."""
         deadline = time.monotonic() + wait_s
         for directory in reversed(self.dirs):
-            _write(os.path.join(directory, "pids.max"), 0, missing_ok=True)
-            while os.path.isdir(directory):
+            frozen = False
+            while True:
                 try:
-                    os.rmdir(directory)
+                    os.rmdir(directory)  # an empty cgroup (the usual case) goes at once
+                    break
+                except FileNotFoundError:
+                    break
                 except OSError:
-                    if time.monotonic() > deadline:
+                    if not frozen:
+                        _write(os.path.join(directory, "pids.max"), 0, missing_ok=True)
+                        frozen = True
+                    elif time.monotonic() > deadline:
                         log.warning("python sandbox: cannot remove cgroup %s", directory)
                         break
                     _kill_members(directory)
                     time.sleep(0.01)
 
 
-def _cgroup_plan(memory_bytes: int, tasks: int) -> list[tuple[str, dict[str, int]]]:
-    """(parent directory, {file: limit}) per cgroup to make, v2 preferred; [] when there is none."""
+@functools.lru_cache(maxsize=16)
+def _cgroup_plan(own: str, memory_bytes: int, tasks: int) -> list[tuple[str, dict[str, int]]]:
+    """(parent directory, {file: limit}) per cgroup to make, v2 preferred; [] when there is none. `own`: the
+    text of /proc/self/cgroup, so the plan (it parses the mount table) is made again when the host moves."""
     parents = _own_cgroups()
     v2 = parents.get("")
     if v2 and {"memory", "pids"} <= set(_read(os.path.join(v2, "cgroup.subtree_control")).split()):
@@ -455,7 +473,7 @@ def _own_cgroups() -> dict[str, str]:
 def _remove_stale(parent: str) -> None:
     """Remove cgroups a dead host left behind (it was killed mid-call)."""
     for entry in os.listdir(parent):
-        if (m := re.fullmatch(_CGROUP_PREFIX + r"(\d+)-[0-9a-f]+", entry)) and not _alive(int(m[1])):
+        if entry.startswith(_CGROUP_PREFIX) and (m := _STALE.fullmatch(entry)) and not _alive(int(m[1])):
             _Cgroup([os.path.join(parent, entry)]).remove(wait_s=0.1)
 
 
@@ -488,17 +506,34 @@ def _alive(pid: int) -> bool:
 
 
 def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
+    fd, chunks = os.open(path, os.O_RDONLY | os.O_CLOEXEC), []
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()
 
 
 def _write(path: str, value: int, missing_ok: bool = False) -> None:
     try:
-        with open(path, "w") as f:
-            f.write(str(value))
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"%d" % value)
+        finally:
+            os.close(fd)
     except OSError:
         if not missing_ok:
             raise
+
+
+def _remove_workdir(workdir: str) -> None:
+    """Delete the call's directory: it holds only the code unless the snippet wrote there (no "fs")."""
+    try:
+        os.unlink(os.path.join(workdir, _SNIPPET))
+        os.rmdir(workdir)
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _lacking(tokens: frozenset[str]) -> str:
@@ -521,8 +556,13 @@ def _kill_group(pgid: int) -> None:
 
 def _read_tokens(fd: int) -> frozenset[str]:
     """The isolation tokens the wrapper and init wrote to the status pipe (all writers are gone by now)."""
-    with os.fdopen(fd, "rb") as f:
-        return frozenset(f.read().decode().split())
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return frozenset(b"".join(chunks).decode().split())
 
 
 def _signal_name(number: int) -> str:

@@ -16,6 +16,7 @@ import importlib
 import torch
 
 from ._checks import LogprobEntropyParams, check_matrix, check_targets, resolve_backend
+from ._memory import empty_for_write
 
 _MODULES = {"numba": "._numba_logprob_entropy", "triton": "._triton_logprob_entropy",
             "torch": "._torch_logprob_entropy"}
@@ -42,7 +43,7 @@ class LogprobEntropyFunction(torch.autograd.Function):
         logits, targets, lse, mz = ctx.saved_tensors
         g_lp = torch.zeros_like(lse) if g_lp is None else g_lp.to(lse.dtype).contiguous()
         g_h = torch.zeros_like(lse) if g_h is None else g_h.to(lse.dtype).contiguous()
-        out = logits if ctx.inplace_grad else torch.empty_like(logits)
+        out = logits if ctx.inplace_grad else empty_for_write(logits)  # huge pages: few page faults
         kernel_module(ctx.backend).backward(logits, targets, g_lp, g_h, lse, mz, ctx.params.temperature,
                                             ctx.params.ignore_index, out)
         if ctx.inplace_grad:

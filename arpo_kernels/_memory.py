@@ -9,6 +9,14 @@ so a fresh buffer is never free; it is just no longer dominated by faults.
 ``empty_for_write(like)`` is ``torch.empty_like(like)`` plus that advice for CPU buffers of at least 8 MiB (an
 mmap'd allocation of glibc, untouched yet). The advice is a hint: where madvise is missing or refuses, the buffer
 is the plain one. Nothing else changes: the tensor is an ordinary torch tensor with torch's own deleter.
+
+``gradient_buffer(like)`` goes one step further for the [N, V] logits gradient, like a caching allocator with one
+slot per dtype: it keeps the storage of the last buffer it handed out and hands it out again once nobody else
+holds it (the previous ``.grad`` was dropped or consumed: the storage's use count is back to the slot's own
+reference), so a training loop's steady state writes its gradients into memory that is already mapped. A buffer
+still referenced anywhere (a kept ``.grad``, a view of it, a numpy array on it) is never reused: a fresh one is
+handed out and takes the slot. The slot holds at most one buffer per dtype (the largest size asked for while it
+was free); ``release_gradient_buffers()`` drops them.
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import ctypes
 import ctypes.util
 import functools
 import sys
+import threading
 
 import torch
 
@@ -55,3 +64,29 @@ def empty_for_write(like: torch.Tensor) -> torch.Tensor:
     out = torch.empty_like(like, memory_format=torch.contiguous_format)
     advise_huge_pages(out)
     return out
+
+
+_SLOTS: dict = {}  # dtype -> the UntypedStorage of the last CPU gradient buffer handed out
+_LOCK = threading.Lock()
+
+
+def gradient_buffer(like: torch.Tensor) -> torch.Tensor:
+    """A contiguous buffer shaped like `like` that the caller writes in full and hands to autograd as a gradient:
+    the slot's storage when nobody else holds it, else a fresh empty_for_write buffer (see the module docstring).
+    Only CPU buffers of at least MIN_BYTES use the slot."""
+    nbytes = like.numel() * like.element_size()
+    if like.device.type != "cpu" or nbytes < MIN_BYTES:
+        return empty_for_write(like)
+    with _LOCK:  # check and take the slot at once: two backward passes in two threads never share it
+        slot = _SLOTS.get(like.dtype)
+        if slot is not None and slot.nbytes() >= nbytes and torch._C._storage_Use_Count(slot._cdata) == 1:
+            return torch.empty(0, dtype=like.dtype).set_(slot, 0, like.shape)
+        out = empty_for_write(like)
+        _SLOTS[like.dtype] = out.untyped_storage()
+        return out
+
+
+def release_gradient_buffers() -> None:
+    """Drop the storages kept by gradient_buffer (memory held by a live .grad stays with it)."""
+    with _LOCK:
+        _SLOTS.clear()

@@ -4,7 +4,10 @@ backward fused in one pass over the tokens.
 Both forms reach the kernels as the per-token sums over the token's copies of spec.TokenTerms (DESIGN.md, "Tree
 packing is exact"): the flat form is the packed one with one copy per token (``flat_terms`` builds the terms
 from the advantages and the aggregation weights w of `agg`); pack_trees produces them for tree-packed batches.
-One kernel path per backend. Per token,
+One kernel path per backend. The numba backend takes the flat form as a spec.FlatTerms (advantages, and the mask
+with its one token-mean weight, or the per-token weights) and splits each token's terms inside its kernel, bit
+for bit as ``flat_terms`` does, so a flat call makes no [N] temporaries; its backward hands the saved gradient to
+autograd as it is when the upstream gradient is exactly 1 (``loss.backward()``). Per token,
 with r = exp(clamp(logprobs - old_logprobs, ±20)):
 
     loss_t = -adv_pos·min(r, 1 + clip_high) - adv_neg·min(max(r, 1 - clip_low), dual_clip)

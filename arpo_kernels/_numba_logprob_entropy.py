@@ -19,23 +19,20 @@ import torch
 from ._checks import out_dtype
 from ._numba_math import exp_f32
 
-BLOCK = 1024  # columns per inner block (scratch buffers are per row, in cache)
+BLOCK = 1024  # columns per inner block (the backward's scratch buffers are per row, in cache)
 HALF_CHUNK_ELEMS = 1 << 24  # fp16/bf16: rows widened to fp32 at a time, ~64 MB of scratch
 _REDUCE = {"reassoc", "nsz"}  # lets LLVM vectorise the block sums (reassociation only; inf/nan semantics kept)
 
 
-@numba.njit(inline="always", fastmath=_REDUCE)
-def _exp_block_f32(z, shift, n, out):
-    """out[j] = exp(z[j] - shift) for j < n (fp32, vectorisable); -inf gives ~0, arguments above 88 give e^88."""
-    sh = np.float32(shift)
-    for j in range(n):
-        out[j] = exp_f32(min(max(z[j] - sh, np.float32(-87.0)), np.float32(88.0)))
+@numba.njit(inline="always")
+def _exp_f32(d):
+    """exp(d) in fp32 (vectorisable); -inf gives ~0, arguments above 88 give e^88."""
+    return exp_f32(min(max(d, np.float32(-87.0)), np.float32(88.0)))
 
 
 @numba.njit(inline="always")
-def _exp_block_f64(z, shift, n, out):
-    for j in range(n):
-        out[j] = math.exp(min(z[j] - shift, 709.0))
+def _exp_f64(d):
+    return math.exp(min(d, 709.0))
 
 
 # A block is summed against the running shift m without looking for its own max first (that scalar pass cost as
@@ -45,14 +42,25 @@ def _exp_block_f64(z, shift, n, out):
 _RESHIFT = 2.0**100
 
 
-def _make_kernels(exp_block, dtype):
+def _make_kernels(exp, dtype):
     """Forward and backward kernels for one compute dtype (fp32: fast exp, fp64: math.exp)."""
 
+    @numba.njit(inline="always", fastmath=_REDUCE)
+    def block_sums(xb, n, inv_t, mb):
+        """(Σ e, Σ e·(z - mb)) over a block, e = exp(z - mb), z = x / T: one loop, no stores."""
+        bs, bu = dtype(0.0), dtype(0.0)
+        for j in range(n):
+            d = xb[j] * inv_t - mb
+            e = exp(d)
+            bs += e
+            bu += e * (d if d > dtype(-1e30) else dtype(0.0))  # -inf logits: nothing
+        return bs, bu
+
     @numba.njit(inline="always")
-    def block_max(z, n):
+    def block_max(xb, n, inv_t):
         bm = dtype(-np.inf)
         for j in range(n):
-            bm = max(bm, z[j])
+            bm = max(bm, xb[j] * inv_t)
         return bm
 
     @numba.njit(parallel=True, fastmath=_REDUCE, cache=True)
@@ -64,25 +72,15 @@ def _make_kernels(exp_block, dtype):
                 lp[i] = ent[i] = lse[i] = mz[i] = 0.0
                 continue
             row = x[i]
-            z = np.empty(BLOCK, dtype)
-            e = np.empty(BLOCK, dtype)
             m, s, u = -np.inf, 0.0, 0.0  # running shift and sums in fp64; the block work in `dtype`
             for j0 in range(0, vocab, BLOCK):
                 n = min(BLOCK, vocab - j0)
                 xb = row[j0:j0 + n]
-                for j in range(n):
-                    z[j] = xb[j] * inv_t
                 bs, bu = dtype(_RESHIFT), dtype(0.0)
                 if m > -np.inf:
-                    mb = dtype(m)
-                    exp_block(z, mb, n, e)
-                    bs, bu = dtype(0.0), dtype(0.0)
-                    for j in range(n):
-                        d = z[j] - mb
-                        bs += e[j]
-                        bu += e[j] * (d if d > dtype(-1e30) else dtype(0.0))
+                    bs, bu = block_sums(xb, n, inv_t, dtype(m))
                 if not bs < dtype(_RESHIFT):  # first block, a much larger logit, or inf/NaN: shift to the max
-                    bm = block_max(z, n)
+                    bm = block_max(xb, n, inv_t)
                     if bm > m:  # rescale the running sums to the new max
                         if s > 0.0:
                             a = math.exp(m - bm)
@@ -91,13 +89,7 @@ def _make_kernels(exp_block, dtype):
                         m = float(bm)
                     if m == -np.inf:  # only -inf logits so far: nothing to add
                         continue
-                    mb = dtype(m)
-                    exp_block(z, mb, n, e)
-                    bs, bu = dtype(0.0), dtype(0.0)
-                    for j in range(n):
-                        d = z[j] - mb
-                        bs += e[j]
-                        bu += e[j] * (d if d > dtype(-1e30) else dtype(0.0))
+                    bs, bu = block_sums(xb, n, inv_t, dtype(m))
                 s += bs
                 u += bu
             log_s = math.log(s)
@@ -125,8 +117,9 @@ def _make_kernels(exp_block, dtype):
                 n = min(BLOCK, vocab - j0)
                 xb, ob = row[j0:j0 + n], out[j0:j0 + n]
                 for j in range(n):
-                    z[j] = xb[j] * inv_t
-                exp_block(z, shift, n, p)
+                    zj = xb[j] * inv_t
+                    z[j] = zj
+                    p[j] = exp(zj - shift)
                 for j in range(n):  # reads only the scratch: dx may alias x (in place), which would block vectors
                     d = z[j] - c
                     ob[j] = -(a + b * d) * p[j] if d > dtype(-1e30) else dtype(0.0)  # -inf logits: no gradient
@@ -136,8 +129,8 @@ def _make_kernels(exp_block, dtype):
     return forward, backward
 
 
-_F32 = _make_kernels(_exp_block_f32, np.float32)
-_F64 = _make_kernels(_exp_block_f64, np.float64)
+_F32 = _make_kernels(_exp_f32, np.float32)
+_F64 = _make_kernels(_exp_f64, np.float64)
 
 
 def _kernels(dtype: torch.dtype):

@@ -19,9 +19,10 @@ from ._checks import out_dtype
 def _online_lse_update(z, m, s, u):
     """Fold one block z (masked entries -inf) into the running (m, s, u)."""
     m_new = tl.maximum(m, tl.max(z, axis=0))
-    e = tl.exp(z - m_new)  # -inf -> 0
-    d = tl.where(e > 0, z - m_new, 0.0)
-    alpha = tl.exp(m - m_new)  # first block: exp(-inf) = 0
+    shift = tl.where(m_new > float("-inf"), m_new, 0.0)  # all -inf so far: no NaN from -inf - -inf
+    e = tl.exp(z - shift)  # -inf -> 0
+    d = tl.where(e > 0, z - shift, 0.0)
+    alpha = tl.where(s > 0, tl.exp(m - m_new), 0.0)  # first block, or only -inf before it: nothing to rescale
     delta = tl.where(s > 0, m - m_new, 0.0)  # avoids -inf * 0 before the first block
     return m_new, alpha * s + tl.sum(e, axis=0), alpha * (u + delta * s) + tl.sum(e * d, axis=0)
 

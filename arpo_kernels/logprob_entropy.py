@@ -6,8 +6,10 @@
 Backends: "triton" (CUDA; CPU under TRITON_INTERPRET=1), "numba" (CPU), "torch" (the same math in torch ops, a
 bounded chunk of rows at a time, any device: _torch_logprob_entropy.py), "auto" (triton on CUDA, numba on CPU).
 Every backend keeps only lse and Σ p z per row ([N] each) for the backward and writes the gradient once, in the
-logits' dtype, optionally into the logits buffer itself (`inplace_grad=True`). arpo_kernels/reference.py holds the
-plain autograd chain the tests compare them with.
+logits' dtype, optionally into the logits buffer itself (`inplace_grad=True`). Otherwise a CPU gradient of
+>= 8 MiB goes into arpo_kernels._memory.gradient_buffer: the previous call's buffer once nobody holds it (already
+mapped memory: no page faults), else a fresh one advised for huge pages; `release_gradient_buffers()` drops the
+kept buffer. arpo_kernels/reference.py holds the plain autograd chain the tests compare them with.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import importlib
 import torch
 
 from ._checks import LogprobEntropyParams, check_matrix, check_targets, resolve_backend
+from ._memory import gradient_buffer
 
 _MODULES = {"numba": "._numba_logprob_entropy", "triton": "._triton_logprob_entropy",
             "torch": "._torch_logprob_entropy"}
@@ -42,7 +45,7 @@ class LogprobEntropyFunction(torch.autograd.Function):
         logits, targets, lse, mz = ctx.saved_tensors
         g_lp = torch.zeros_like(lse) if g_lp is None else g_lp.to(lse.dtype).contiguous()
         g_h = torch.zeros_like(lse) if g_h is None else g_h.to(lse.dtype).contiguous()
-        out = logits if ctx.inplace_grad else torch.empty_like(logits)
+        out = logits if ctx.inplace_grad else gradient_buffer(logits)  # mapped memory when free, see _memory
         kernel_module(ctx.backend).backward(logits, targets, g_lp, g_h, lse, mz, ctx.params.temperature,
                                             ctx.params.ignore_index, out)
         if ctx.inplace_grad:

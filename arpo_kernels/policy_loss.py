@@ -4,7 +4,10 @@ backward fused in one pass over the tokens.
 Both forms reach the kernels as the per-token sums over the token's copies of spec.TokenTerms (DESIGN.md, "Tree
 packing is exact"): the flat form is the packed one with one copy per token (``flat_terms`` builds the terms
 from the advantages and the aggregation weights w of `agg`); pack_trees produces them for tree-packed batches.
-One kernel path per backend. Per token,
+One kernel path per backend. The numba backend takes the flat form as a spec.FlatTerms (advantages, and the mask
+with its one token-mean weight, or the per-token weights) and splits each token's terms inside its kernel, bit
+for bit as ``flat_terms`` does, so a flat call makes no [N] temporaries; its backward hands the saved gradient to
+autograd as it is when the upstream gradient is exactly 1 (``loss.backward()``). Per token,
 with r = exp(clamp(logprobs - old_logprobs, ±20)):
 
     loss_t = -adv_pos·min(r, 1 + clip_high) - adv_neg·min(max(r, 1 - clip_low), dual_clip)
@@ -25,10 +28,11 @@ from __future__ import annotations
 import importlib
 import math
 
+import numpy as np
 import torch
 
 from ._checks import FLOAT_DTYPES, out_dtype, resolve_backend
-from .spec import AGG_MODES, PARTS, PolicyInputs, PolicyLossParams, TokenTerms
+from .spec import AGG_MODES, PARTS, FlatTerms, PolicyInputs, PolicyLossParams, TokenTerms
 
 _MODULES = {"numba": "._numba_policy_loss", "triton": "._triton_policy_loss", "torch": "._torch_policy_loss"}
 
@@ -39,10 +43,11 @@ def kernel_module(backend: str):
 
 class PolicyLossFunction(torch.autograd.Function):
     """Runs a backend's fused pass (loss parts and both gradients at once, see spec.PolicyInputs); backward only
-    scales them. ``lp``/``ent`` are the differentiable inputs; ``terms`` a spec.TokenTerms."""
+    scales them. ``lp``/``ent`` are the differentiable inputs; ``terms`` a spec.TokenTerms (or a spec.FlatTerms
+    for the numba backend)."""
 
     @staticmethod
-    def forward(ctx, lp, ent, old, ref, terms: TokenTerms, params: PolicyLossParams, backend: str,
+    def forward(ctx, lp, ent, old, ref, terms, params: PolicyLossParams, backend: str,
                 adv_name: str = "advantages"):
         parts, dlp, dent = kernel_module(backend).fused(PolicyInputs(lp, old, ent, ref, terms), params)
         _raise_on_bad_inputs(parts, adv_name)
@@ -55,7 +60,16 @@ class PolicyLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_loss, _g_parts):
         dlp, dent = ctx.saved_tensors
-        return (g_loss * dlp, g_loss * dent if ctx.needs_input_grad[1] else None) + (None,) * 6
+        return (_scaled(g_loss, dlp), _scaled(g_loss, dent) if ctx.needs_input_grad[1] else None) + (None,) * 6
+
+
+def _scaled(g_loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """g_loss · grad. For ``loss.backward()`` (g_loss exactly 1, on the CPU) the saved gradient itself: no fresh
+    [N] buffer and no pass over it. Autograd owns it from here: it becomes ``.grad`` as it is, or is copied where
+    the graph keeps it (retain_graph) or another gradient is added to it."""
+    if g_loss.device.type == "cpu" and not g_loss.requires_grad and g_loss.dtype == grad.dtype and bool(g_loss == 1):
+        return grad
+    return g_loss * grad
 
 
 def _raise_on_bad_inputs(parts: torch.Tensor, adv_name: str) -> None:
@@ -100,7 +114,7 @@ def _check_tensor(name: str, t, like: torch.Tensor, float_only: bool = True) -> 
         raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
 
 
-def _run(lp, old, ent, ref, terms: TokenTerms, params: PolicyLossParams, backend: str, adv_name: str,
+def _run(lp, old, ent, ref, terms, params: PolicyLossParams, backend: str, adv_name: str,
          has_wsplit: bool = True):
     """Shapes already checked: everything flattened to [N] in the accumulation dtype, then the fused pass."""
     if params.kl_coef != 0.0 and ref is None:
@@ -113,8 +127,12 @@ def _run(lp, old, ent, ref, terms: TokenTerms, params: PolicyLossParams, backend
     def prep(v):
         return None if v is None else v.reshape(-1).to(acc).contiguous()
 
-    loss, parts = PolicyLossFunction.apply(prep(lp), prep(ent), prep(old), prep(ref),
-                                           TokenTerms(*map(prep, terms)), params, backend, adv_name)
+    if isinstance(terms, FlatTerms):
+        terms = FlatTerms(prep(terms.advantages), prep(terms.weight), terms.mask)
+    else:
+        terms = TokenTerms(*map(prep, terms))
+    loss, parts = PolicyLossFunction.apply(prep(lp), prep(ent), prep(old), prep(ref), terms, params, backend,
+                                           adv_name)
     return loss, _metrics(parts, has_wsplit, ref is not None, ent is not None)
 
 
@@ -179,9 +197,25 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, *, clip_low=0.2, clip_
     _check_tensor("mask", mask, logprobs, float_only=False)
     if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
         raise ValueError("mask must be boolean or hold only 0 and 1 (token weights come from agg)")
-    w = flat_weights(mask, agg, seq_index, dtype=out_dtype(logprobs.dtype))
-    return _run(logprobs, old_logprobs, entropy, ref_logprobs, flat_terms(advantages, w), params, backend,
-                "advantages")
+    acc = out_dtype(logprobs.dtype)
+    if resolve_backend(backend, logprobs.device) == "numba":  # the kernel splits the terms itself
+        terms = _numba_flat_terms(advantages, mask, agg, seq_index, acc)
+    else:
+        terms = flat_terms(advantages, flat_weights(mask, agg, seq_index, dtype=acc))
+    return _run(logprobs, old_logprobs, entropy, ref_logprobs, terms, params, backend, "advantages")
+
+
+def _numba_flat_terms(advantages, mask, agg, seq_index, dtype) -> FlatTerms:
+    """The flat terms as the numba kernel reads them. token-mean: the mask as bytes and the one weight of its
+    tokens, 1 / count computed as flat_weights computes it (so both forms agree bit for bit); other modes: the
+    flat_weights."""
+    if agg != "token-mean":
+        return FlatTerms(advantages.detach(), flat_weights(mask, agg, seq_index, dtype=dtype), None)
+    m = mask.reshape(-1)
+    m = (m if m.dtype == torch.bool else m != 0).contiguous().view(torch.uint8)
+    count = np.count_nonzero(m.numpy())  # numpy: one thread, no wake-up of torch's OpenMP pool beside numba's
+    one = np.ones(1, dtype=np.float32 if dtype == torch.float32 else np.float64)
+    return FlatTerms(advantages.detach(), torch.from_numpy(one / one.dtype.type(max(count, 1))), m)
 
 
 def policy_loss_packed(logprobs, old_logprobs, adv_pos, adv_neg, weight, *, weight_pos=None, weight_neg=None,

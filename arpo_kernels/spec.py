@@ -39,15 +39,25 @@ class TokenTerms(NamedTuple):
     weight_neg: "Tensor"  # Σ w over copies with A < 0
 
 
+class FlatTerms(NamedTuple):
+    """A flat batch's terms before they are split into TokenTerms: the numba backend splits each token inside its
+    kernel (no [N] temporaries); ``policy_loss.flat_terms`` gives the same TokenTerms for the other backends."""
+
+    advantages: "Tensor"  # [N]
+    weight: "Tensor"  # [N] aggregation weights, or [1]: the weight of every token in `mask` (token-mean)
+    mask: Optional["Tensor"]  # [N] uint8 0/1 beside a [1] weight, else None
+
+
 class PolicyInputs(NamedTuple):
     """What a backend's ``fused(x, params)`` reads: [N] tensors of one float dtype; entropy and ref_logprobs may
-    be None. It returns (parts [chunks, len(PARTS)] float64, d loss / d logprobs [N], d loss / d entropy [N])."""
+    be None; terms a TokenTerms (every backend) or a FlatTerms (numba only). It returns (parts [chunks,
+    len(PARTS)] float64, d loss / d logprobs [N], d loss / d entropy [N], which may be None when entropy is)."""
 
     logprobs: "Tensor"
     old_logprobs: "Tensor"
     entropy: Optional["Tensor"]
     ref_logprobs: Optional["Tensor"]
-    terms: TokenTerms
+    terms: "TokenTerms | FlatTerms"
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,12 @@ Python loop over the N rows that torch.compile would unroll). A peer that is not
 machine without CUDA, gives a row that says so (bench/peer_rows.py), not a skip.
 
 extra_info: GB/s (bytes the op must touch / time), TFLOP/s for the linear path, peak extra memory, max abs error
-of logprobs / entropy / gradient against the fp64 reference (arpo_kernels.reference), versions.
+of logprobs / entropy / gradient against the fp64 reference (arpo_kernels.reference), versions. On CPU also the
+machine's copy bandwidth measured in the same run (rows test_cpu_copy: a logits-sized dst.copy_(src) into a
+mapped, a fresh and a fresh huge-page destination) and each row's time as a multiple of the floor it implies
+(x_floor; x_floor_fresh charges the gradient's write at the fresh-destination rate). The numba rows' timed rounds
+write their gradient into the buffer the previous round dropped (arpo_kernels._memory.gradient_buffer: a training
+loop's steady state); the warm-up round pays for a fresh one, and peak_extra_MB is measured from an empty slot.
 ARPO_BENCH_SMALL=1 shrinks every shape (a smoke run of this file on CPU).
 """
 import os
@@ -25,7 +30,7 @@ import numba
 import pytest
 import torch
 
-from arpo_kernels import linear_logprob_entropy, logprob_entropy
+from arpo_kernels import linear_logprob_entropy, logprob_entropy, release_gradient_buffers
 from arpo_kernels.reference import logprob_entropy_reference
 from peer_rows import import_peer, logprob_entropy_errors, unavailable
 
@@ -139,10 +144,61 @@ def record(benchmark, run, x, t, elem, backward, peak_fn):
     benchmark.pedantic(run, rounds=3 if not CUDA else 10, warmup_rounds=1)
     moved = n * v * elem * (3 if backward else 1)  # read logits (twice with backward), write the gradient
     benchmark.extra_info.update(versions())
+    release_gradient_buffers()  # the peak counts the gradient buffer numba keeps between calls (see _memory.py)
     benchmark.extra_info.update({
         "N": n, "V": v, "GB_per_s": round(moved / benchmark.stats.stats.mean / 1e9, 2),
         "peak_extra_MB": round(peak_fn(run) / 2**20, 1), **errors,
     })
+    if not x.is_cuda:
+        benchmark.extra_info.update(floor_info(x, backward, benchmark.stats.stats.mean))
+
+
+# ---- the memory-bandwidth floor (CPU) -------------------------------------------------------------------------
+def _copy_times(x: torch.Tensor) -> dict:
+    """Seconds of dst.copy_(x) for a logits-sized buffer, best of 3: into a destination already mapped
+    ("prefaulted"), into a fresh torch.empty_like ("fresh": every page faulted in by the copy) and into a fresh
+    buffer advised for huge pages before its first touch ("fresh_huge", what the numba backward writes into)."""
+    from arpo_kernels._memory import empty_for_write
+
+    dst = torch.empty_like(x)
+    dst.copy_(x)
+
+    def best(fn):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return {"prefaulted": best(lambda: dst.copy_(x)), "fresh": best(lambda: torch.empty_like(x).copy_(x)),
+            "fresh_huge": best(lambda: empty_for_write(x).copy_(x))}
+
+
+_COPY = {}
+
+
+def copy_times(x: torch.Tensor) -> dict:
+    """_copy_times of x's shape and dtype, measured once per run (the first row of a shape measures it)."""
+    key = (tuple(x.shape), x.dtype)
+    if key not in _COPY:
+        _COPY[key] = _copy_times(x)
+    return _COPY[key]
+
+
+def floor_info(x: torch.Tensor, backward: bool, seconds: float) -> dict:
+    """The op's time against the machine's measured copy bandwidth: copy_GB_per_s counts a copy's read and write
+    (2 bytes moved per byte copied); floor_ms = the bytes the op must move (the logits read once, or twice plus
+    the gradient written) at that bandwidth; x_floor = time / floor. With backward, floor_fresh_ms charges the
+    gradient's write at the fresh-destination copy (page faults included), x_floor_fresh against it."""
+    c = copy_times(x)
+    info = {"copy_GB_per_s": round(2 * x.numel() * x.element_size() / c["prefaulted"] / 1e9, 2)}
+    floor = c["prefaulted"] * (1.5 if backward else 0.5)
+    info.update(floor_ms=round(floor * 1e3, 1), x_floor=round(seconds / floor, 2))
+    if backward:
+        fresh = 0.5 * c["prefaulted"] + c["fresh"]  # read the logits in the forward; copy them into fresh memory
+        info.update(floor_fresh_ms=round(fresh * 1e3, 1), x_floor_fresh=round(seconds / fresh, 2))
+    return info
 
 
 def peer_missing(provider):
@@ -151,6 +207,28 @@ def peer_missing(provider):
 
 
 # ---- CPU ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
+@pytest.mark.parametrize("vocab", CPU_VOCABS)
+@pytest.mark.parametrize("kind", ["prefaulted", "fresh", "fresh_huge"])
+def test_cpu_copy(benchmark, kind, vocab, backward):
+    """The bandwidth floor as rows of each group: dst.copy_(logits) of the logits' size, into a mapped destination,
+    a fresh one, and a fresh one advised for huge pages (GB_per_s counts read + write)."""
+    benchmark.group = f"cpu logprob_entropy N={CPU_N} V={vocab} fp32 {'fwd+bwd' if backward else 'fwd'}"
+    x = torch.randn(CPU_N, vocab, generator=torch.Generator().manual_seed(vocab)) * 2
+    if kind == "prefaulted":
+        dst = torch.empty_like(x)
+        dst.copy_(x)
+        run = lambda: dst.copy_(x)  # noqa: E731
+    else:
+        from arpo_kernels._memory import empty_for_write
+
+        alloc = torch.empty_like if kind == "fresh" else empty_for_write
+        run = lambda: alloc(x).copy_(x)  # noqa: E731
+    benchmark.pedantic(run, rounds=3, warmup_rounds=1)
+    benchmark.extra_info.update({"N": CPU_N, "V": vocab, "threads": torch.get_num_threads(),
+                                 "GB_per_s": round(2 * x.numel() * 4 / benchmark.stats.stats.mean / 1e9, 2)})
+
+
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
 @pytest.mark.parametrize("vocab", CPU_VOCABS)
 @pytest.mark.parametrize("provider", ["torch-eager", "torch", "numba", "verl-eager", "verl-compile"])

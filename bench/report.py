@@ -22,7 +22,7 @@ EXTRA = ("trajectories_per_s", "rollout_s", "update_s", "first_step_s", "generat
          "tokens_forwarded", "unique_tokens", "sharing_ratio", "trained_tokens_per_s", "gen_tokens_per_s",
          "shared_prefix_cached", "GB_per_s", "gb_per_s", "tflops", "peak_extra_mb", "device", "trainable_params",
          "optimizer_state_mb", "cpu_s", "peak_extra_MB", "TFLOP_per_s", "err_logprobs", "err_entropy", "err_grad",
-         "err_loss")
+         "err_loss", "copy_GB_per_s", "floor_ms", "x_floor", "floor_fresh_ms", "x_floor_fresh")
 
 
 def machine(data: dict) -> str:

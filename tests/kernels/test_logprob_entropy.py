@@ -196,3 +196,105 @@ def test_minus_inf_logits_have_zero_probability_and_no_gradient(backend):
     torch.testing.assert_close(ent.cpu().double(), r_ent, rtol=0, atol=1e-6)
     torch.testing.assert_close(grad.cpu().double(), r_grad, rtol=1e-5, atol=1e-7)
     assert (grad.cpu()[torch.isinf(x.cpu())] == 0).all()
+
+
+@pytest.mark.parametrize("backend", KERNELS)
+def test_logits_far_above_the_first_block(backend):
+    """The numba forward sums a block against the running shift without its own max and redoes it only when a
+    logit lies far above (> ~69): logits 30, 80, 300 above everything before them, a row whose first blocks are
+    all -inf, and a huge jump in the last, partial block all match the fp64 reference."""
+    dev = device_for(backend)
+    n, v = 5, 3 * 1024 + 77
+    x = make_logits("randn", n, v, dtype=torch.float64)
+    x[0, 1500] += 30.0
+    x[1, 2100] += 80.0
+    x[1, 3000] += 160.0  # a second reshift in the same row
+    x[2, :2048] = float("-inf")
+    x[3, 3100] = 300.0  # in the last, partial block
+    x[4] -= 1000.0  # large negative logits everywhere
+    x[4, 1030] = 0.0
+    x = x.to(torch.float32).to(dev)
+    t = torch.tensor([1500, 5, 2500, 3100, 17], device=dev)
+    g = torch.ones(n, dtype=torch.float64)
+    lp, ent, grad = loss_and_grad(logprob_entropy, x, t, g, g, backend=backend)
+    finite = x.cpu().double().clamp_min(-1e4)
+    r_lp, r_ent, r_grad = loss_and_grad(logprob_entropy_reference, finite, t.cpu(), g, g)
+    torch.testing.assert_close(lp.cpu().double(), r_lp, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent.cpu().double(), r_ent, rtol=0, atol=1e-5)
+    # the target at +30 has p ~ 1: its entry 1 - p carries the rounding of z - lse in fp32, one ulp of |z| ~ 32
+    torch.testing.assert_close(grad.cpu().double(), r_grad, rtol=1e-5, atol=4e-6)
+    assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_gradient_buffer_above_the_huge_page_threshold(backend):
+    """A gradient of >= 8 MiB comes from arpo_kernels._memory.empty_for_write (advised for huge pages): same values
+    as the reference, every entry written."""
+    n, v = 16, 151936  # 9.7 MB of fp32
+    x = make_logits("peaked", n, v)
+    t = make_targets(n, v, ignore=[3])
+    g = torch.ones(n, dtype=torch.float64)
+    lp, ent, grad = loss_and_grad(logprob_entropy, x, t, g, g, backend=backend)
+    r_lp, r_ent, r_grad = loss_and_grad(logprob_entropy_reference, x.double(), t, g, g)
+    torch.testing.assert_close(grad.double(), r_grad, rtol=1e-5, atol=1e-7)
+    assert (grad[3] == 0).all() and grad.is_contiguous()
+
+
+def test_empty_for_write():
+    from arpo_kernels._memory import MIN_BYTES, advise_huge_pages, empty_for_write
+
+    like = torch.empty(4, 3, dtype=torch.bfloat16).t()  # not contiguous
+    out = empty_for_write(like)
+    assert out.shape == like.shape and out.dtype == like.dtype and out.is_contiguous()
+    assert not advise_huge_pages(torch.empty(MIN_BYTES // 4 - 1))  # small buffers are left alone
+    big = empty_for_write(torch.empty(MIN_BYTES // 4 + 4096))
+    big.fill_(1.5)  # advised or not, an ordinary writable tensor
+    assert big.sum().item() == 1.5 * big.numel()
+
+
+def _grad_of(x, t, backend="numba"):
+    xx = x.detach().requires_grad_()
+    lp, ent = logprob_entropy(xx, t, backend=backend)
+    (lp.sum() + ent.sum()).backward()
+    return xx.grad
+
+
+def test_gradient_buffer_is_reused_only_when_nobody_holds_it():
+    """The CPU gradient of >= 8 MiB comes from a one-slot cache (arpo_kernels._memory.gradient_buffer): a dropped
+    .grad's memory is written again by the next backward; a .grad (or a view of it) still held is never
+    overwritten; release_gradient_buffers() empties the slot."""
+    from arpo_kernels._memory import release_gradient_buffers
+
+    n, v = 16, 151936
+    x1, x2 = make_logits("randn", n, v, seed=1), make_logits("peaked", n, v, seed=2)
+    t = make_targets(n, v)
+    release_gradient_buffers()
+    first = _grad_of(x1, t)
+    want1 = first.clone()
+    second = _grad_of(x2, t)  # `first` is held: a fresh buffer
+    assert second.data_ptr() != first.data_ptr() and torch.equal(first, want1)
+    view = second[3]
+    want2 = second.clone()
+    del second
+    third = _grad_of(x1, t)  # a view keeps the second buffer alive: not reused either
+    assert torch.equal(view, want2[3]) and torch.equal(third, want1)
+    ptr = third.data_ptr()
+    del third
+    fourth = _grad_of(x2, t)  # nobody holds the third buffer any more: it is written again
+    assert fourth.data_ptr() == ptr and torch.equal(fourth, want2)
+    del fourth
+    release_gradient_buffers()
+    assert torch.equal(_grad_of(x1, t), want1)
+
+
+def test_gradient_buffer_with_accumulated_gradients():
+    """Two backward passes into one leaf (gradient accumulation): .grad is the sum, whichever buffers were reused."""
+    n, v = 16, 151936
+    x = make_logits("randn", n, v, seed=3)
+    t = make_targets(n, v)
+    once = _grad_of(x, t).clone()
+    xx = x.detach().requires_grad_()
+    for _ in range(3):
+        lp, ent = logprob_entropy(xx, t, backend="numba")
+        (lp.sum() + ent.sum()).backward()
+    torch.testing.assert_close(xx.grad, 3 * once, rtol=1e-6, atol=1e-7)

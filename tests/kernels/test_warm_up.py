@@ -24,7 +24,8 @@ def test_warm_up_refuses_what_the_kernels_refuse():
 def test_warm_up_compiles_the_loss_kernel_the_training_uses(with_kl):
     """In a fresh process, warm_up(with_kl=...) compiles the numba policy-loss kernel of that option set (the
     trainer's: entropy always given, a reference only when algo.kl_coef > 0) and not the other one; before
-    this, a run without KL compiled its kernel inside the first training step (3-10 s)."""
+    this, a run without KL compiled its kernel inside the first training step (3-10 s). The trainer's losses
+    go through policy_loss_packed (the "packed" loader)."""
     import subprocess
     import sys
 
@@ -32,6 +33,6 @@ def test_warm_up_compiles_the_loss_kernel_the_training_uses(with_kl):
             "from arpo_kernels.spec import KL_TYPES\n"
             f"warm_up('numba', torch.float32, 'cpu', 'low_var_kl', with_kl={with_kl})\n"
             "kl = KL_TYPES.index('low_var_kl')\n"
-            "print([len(_kernel(torch.float32, True, ref, kl).signatures) > 0 for ref in (False, True)])")
+            "print([len(_kernel(torch.float32, True, ref, kl, 'packed').signatures) > 0 for ref in (False, True)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.strip() == str([not with_kl, with_kl])

@@ -3,7 +3,8 @@
 Every sequence keeps the KV of all its tokens but the last (``_KV``: a chain of segments, each holding only
 the tokens its sequence added, linked to its parent's chain, so forks share the prefix's memory as well as
 its compute). A request feeds only what is not cached yet: the parent's last token plus the appended tokens
-(a tool result is prefilled, nothing before it). One ``generate`` call runs its requests as batches under
+(a tool result is prefilled, nothing before it). A ``fork_point`` request stores its KV as two segments,
+the appended tokens' and the generated tokens', the first being the fork point's. One ``generate`` call runs its requests as batches under
 ``token_budget``: rows are left-padded to a common cache width, the new tokens of each row sit right after its
 own cache with pad slots between (masked in the 2D attention mask, explicit per-row position ids), and
 decoding continues row-aligned until every row has stopped; a finished row leaves the batch.
@@ -71,6 +72,7 @@ class _Row:
     logprobs: list[float] = dataclasses.field(default_factory=list)
     entropies: list[float] = dataclasses.field(default_factory=list)
     finish: tuple[str, str | int | None] | None = None
+    fork_kv: _KV | None = None  # with request.fork_point: the KV of history[:-1] (the fork point's)
 
 
 class HFEngine:
@@ -289,13 +291,23 @@ class HFEngine:
                 fed = mask[b].nonzero()[row.cached:, 0]  # this row's slots after its parent's cache
                 keys = [layer.keys[b].index_select(1, fed) for layer in cache.layers]
                 values = [layer.values[b].index_select(1, fed) for layer in cache.layers]
+                if row.request.fork_point and row.out:  # two segments: history[:-1], then the rest
+                    n = len(row.feed) - 1
+                    row.kv = row.fork_kv = _KV(row.kv, [k[:, :n] for k in keys], [v[:, :n] for v in values],
+                                               row.cached + n)
+                    keys, values = [k[:, n:] for k in keys], [v[:, n:] for v in values]
                 row.kv = _KV(row.kv, keys, values, row.cached + len(fed))
 
     def _finish(self, row: _Row) -> Result:
         handle = next(self._ids)
         self._seqs[handle] = _Seq(row.history + tuple(row.out), row.kv if self.share_prefix else None)
+        fork = None
+        if row.request.fork_point:
+            fork = next(self._ids)
+            kv = row.fork_kv if row.out else row.kv  # a prefill-only row is its own fork point
+            self._seqs[fork] = _Seq(row.history, kv if self.share_prefix else None)
         return Result(handle, tuple(row.out), tuple(row.logprobs), tuple(row.entropies), row.finish[0],
-                      row.finish[1], len(row.feed), row.cached)
+                      row.finish[1], len(row.feed), row.cached, fork)
 
 
 _STOP_WINDOW = 16  # tokens decoded to look for a stop string (tags are a few tokens long at most)

@@ -85,6 +85,37 @@ def test_counts_for_prefill_and_tool_result(demo):
     assert eng.tokens(cont.handle) == prompt + kid.tokens + (7, 8, 9) + cont.tokens
 
 
+def test_fork_point_keeps_the_sequence_before_the_sample(demo):
+    """A tool result + continuation in one request with fork_point gives the same fork point (tokens, KV) as a
+    prefill-only request: the branches from either sample the same tokens with the same log-probs."""
+    model, tok = demo
+    result = tuple(tok.encode("\n<result>\n408\n</result>\n", add_special_tokens=False))
+    runs = []
+    for fork_point in (True, False):
+        eng = HFEngine(model, tok)
+        root = eng.generate([Request(_prompt(tok), _params(0))])[0]
+        kid = eng.generate([Request((), _params(4, seed=0), parent=root.handle)])[0]
+        cont, pre = eng.generate([Request(result, _params(3, seed=1), parent=kid.handle, fork_point=fork_point),
+                                  Request(result, _params(0), parent=kid.handle, fork_point=fork_point)])
+        fork = cont.fork_handle if fork_point else pre.handle
+        more = eng.generate([Request((), _params(5, seed=s), parent=fork) for s in (2, 3)])
+        more += eng.generate([Request((), _params(5, seed=4), parent=cont.handle)])
+        assert eng.tokens(fork) == eng.tokens(kid.handle) + result
+        assert all((m.prefilled, m.cached) == (1, len(eng.tokens(fork)) - 1) for m in more[:2])  # nothing redone
+        runs.append((eng, [cont] + more))
+        assert (kid.fork_handle, cont.fork_handle is None, pre.fork_handle is None) == (None, not fork_point,
+                                                                                        not fork_point)
+    (eng, split), (_, plain) = runs
+    for a, b in zip(split, plain):
+        assert a.tokens == b.tokens and a.logprobs == pytest.approx(b.logprobs, abs=2e-5)
+    for res in split:  # and both are a full recomputation's, to fp32 rounding over a long history
+        history = eng.tokens(res.handle)
+        start = len(history) - len(res.tokens)
+        for j, (t, lp, h) in enumerate(zip(res.tokens, res.logprobs, res.entropies)):
+            ref_lp, ref_h = _reference(model, history[: start + j], t)
+            assert lp == pytest.approx(ref_lp, abs=5e-5) and h == pytest.approx(ref_h, abs=5e-5)
+
+
 def test_budget_splits_batches_without_changing_results(demo, monkeypatch):
     model, tok = demo
     outs, calls = [], []

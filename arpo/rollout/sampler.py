@@ -256,8 +256,9 @@ class Sampler:
         return bool(draw < min(max(prob, 0.0), 1.0))
 
     def _harvest(self, b: _Batch, block: bool) -> list[_Path]:
-        """Finished tool calls → result tokens appended to the tree, and to the path's next request; waits only
-        when nothing else can run.
+        """Finished tool calls → result tokens appended to the tree, and to the path's next request; blocks only
+        when nothing else can run, then waits up to ``rollout.batch_wait_ms`` for the other pending calls, so that
+        their continuations join the same engine call.
 
         ``deterministic``: waits for every pending call, so which paths share an engine call (and so the
         padding around each row, which moves logits by float rounding) never depends on how fast a tool ran;
@@ -267,7 +268,9 @@ class Sampler:
         if self.deterministic:
             done, _ = wait(list(b.pending))
         else:
-            done, _ = wait(list(b.pending), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            if block:
+                wait(list(b.pending), return_when=FIRST_COMPLETED)
+            done, _ = wait(list(b.pending), timeout=self.cfg.batch_wait_ms / 1e3)
         out = []
         for fut in sorted(done, key=lambda f: (b.pending[f].key, b.pending[f].segment)):
             p = b.pending.pop(fut)

@@ -118,6 +118,31 @@ def test_a_tool_result_and_its_continuation_take_one_engine_call(tok):
     assert s.last_metrics["engine_rows_per_call"] == pytest.approx((1 + 3 + 3) / 3)
 
 
+@pytest.mark.parametrize("wait_ms, calls", [(0, 4), (10_000, 3)])
+def test_batch_wait_lets_pending_results_join_the_engine_call(tok, wait_ms, calls):
+    """Two paths' tool calls: the first answers at once, the second only once the engine has run again (or after
+    1 s). Without a wait each continuation takes its own call; with rollout.batch_wait_ms both share one."""
+    import threading
+
+    eng, ran, order = ScriptedEngine(tok, 1.0, 1.0), threading.Event(), iter(range(2))
+    generate = eng.generate
+
+    def counting(requests):
+        if eng.calls == 2:  # the call after the first tool result
+            ran.set()
+        return generate(requests)
+
+    def tool(code):
+        if next(order) == 1:
+            ran.wait(1.0)
+        return ToolResult("2")
+
+    eng.generate = counting
+    cfg = RolloutConfig(mode="grpo", M=2, N=1, max_response_tokens=64, batch_wait_ms=wait_ms)
+    [ro] = Sampler(eng, ToolBox({"python": tool}, max_calls=3), tok, cfg, seed=0).rollout([tok.encode("q")])
+    assert [leaf.finish for leaf in ro.leaves] == ["answer", "answer"] and eng.calls == calls
+
+
 def test_fill_up_when_every_path_ends_early(tok):
     eng = ScriptedEngine(tok, 1.0, 1.0, first="<answer>7</answer>")  # no tool call: nothing to branch on
     s = _sampler(tok, eng, M=5, N=2)

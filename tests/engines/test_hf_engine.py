@@ -116,6 +116,28 @@ def test_fork_point_keeps_the_sequence_before_the_sample(demo):
             assert lp == pytest.approx(ref_lp, abs=5e-5) and h == pytest.approx(ref_h, abs=5e-5)
 
 
+def test_appended_tokens_of_different_lengths_are_prefilled_apart(demo, monkeypatch):
+    """A 2-token extension is not padded to a 300-token one (padding at most doubles prefill work); every row then
+    samples in one batch, and each gets what it gets alone."""
+    model, tok = demo
+    long, short = tuple(range(100, 400)), (7, 8)
+    outs = []
+    for together in (True, False):
+        eng = HFEngine(model, tok)
+        root = eng.generate([Request(_prompt(tok), _params(0))])[0]
+        shapes, forward = [], eng._forward
+        monkeypatch.setattr(eng, "_forward", lambda ids, *a, _f=forward: shapes.append(tuple(ids.shape)) or _f(ids, *a))
+        reqs = [Request(t, _params(3, seed=i), parent=root.handle) for i, t in enumerate((long, short, ()))]
+        outs.append(eng.generate(reqs) if together else [eng.generate([r])[0] for r in reqs])
+        if together:  # extensions: the parent's last token + all appended tokens but the last
+            assert sorted(s for s in shapes if s[1] > 1) == [(1, 2), (1, 300)] and shapes[2] == (3, 1)
+    for a, b in zip(*outs):
+        assert a.tokens == b.tokens and a.logprobs == pytest.approx(b.logprobs, abs=2e-5)
+        assert (a.prefilled, a.cached) == (b.prefilled, b.cached)
+    assert [(r.prefilled, r.cached) for r in outs[0]] == [(301, len(_prompt(tok)) - 1), (3, len(_prompt(tok)) - 1),
+                                                          (1, len(_prompt(tok)) - 1)]
+
+
 def test_budget_splits_batches_without_changing_results(demo, monkeypatch):
     model, tok = demo
     outs, calls = [], []

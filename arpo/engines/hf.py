@@ -67,7 +67,7 @@ class _Row:
 
     request: Request
     history: tuple[int, ...]  # parent tokens + request tokens
-    kv: _KV | None  # the parent's cache (covers history[:cached])
+    kv: _KV | None  # the parent's cache, then the segments this call adds (covers history[:cached])
     cached: int
     feed: list[int]  # tokens to prefill (history[cached:], minus the last one for prefill-only rows)
     generator: torch.Generator

@@ -120,8 +120,8 @@ def test_a_tool_result_and_its_continuation_take_one_engine_call(tok):
 
 @pytest.mark.parametrize("wait_ms, calls", [(0, 4), (10_000, 3)])
 def test_batch_wait_lets_pending_results_join_the_engine_call(tok, wait_ms, calls):
-    """Two paths' tool calls: the first answers at once, the second only once the engine has run again (or after
-    1 s). Without a wait each continuation takes its own call; with rollout.batch_wait_ms both share one."""
+    """Two paths' tool calls: the first answers at once, the second only once the engine has run again (or
+    after 1 s). Without a wait each continuation takes its own call; with rollout.batch_wait_ms both share one."""
     import threading
 
     eng, ran, order = ScriptedEngine(tok, 1.0, 1.0), threading.Event(), iter(range(2))

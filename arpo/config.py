@@ -417,6 +417,10 @@ class RolloutConfig(_Section):
     max_response_tokens: int = _f(4096, "longest response per trajectory in tokens, tool results included")
     max_tool_calls: int = _f(3, "tool calls per trajectory; further calls get an error result")
     token_budget: int = _f(65536, "tokens (cached + new) the native engine holds at once; batches are split")
+    batch_wait_ms: float = _f(
+        0.0, "before each engine call, wait up to this long for pending tool calls, so that their continuations "
+        "join the call's batch (0: take only the results already in)"
+    )
     share_prefix: bool = _f(
         True, "share prefix KV across samples/branches (false: re-prefill, for benchmarks)"
     )
@@ -447,6 +451,7 @@ class RolloutConfig(_Section):
         self._require(self.top_k >= 0, "top_k", ">= 0 (0 = off)")
         self._require(self.max_response_tokens >= 1, "max_response_tokens", ">= 1")
         self._require(self.max_tool_calls >= 0, "max_tool_calls", ">= 0")
+        self._require(0.0 <= self.batch_wait_ms < math.inf, "batch_wait_ms", "finite and >= 0")
         self._require(self.token_budget >= 1, "token_budget", ">= 1")
         self._require(self.sglang_top_logprobs >= 1, "sglang_top_logprobs", ">= 1")
 

@@ -335,6 +335,8 @@ def test_wrong_type_in_python_constructor_is_rejected():
         ("rollout.temperature=0", "rollout.temperature: must be finite and > 0; got 0.0"),
         ("rollout.top_p=1.5", "rollout.top_p: must be in [0, 1]; got 1.5"),
         ("rollout.top_k=-1", "rollout.top_k: must be >= 0 (0 = off); got -1"),
+        ("rollout.batch_wait_ms=-1", "rollout.batch_wait_ms: must be finite and >= 0; got -1.0"),
+        ("rollout.batch_wait_ms=.inf", "rollout.batch_wait_ms: must be finite and >= 0; got inf"),
         ("rollout.alpha=.nan", "rollout.alpha: must be in [0, 1]; got nan"),
         ("rollout.mode=ppo", "rollout.mode: must be one of 'arpo', 'grpo'; got 'ppo'"),
         ("rollout.engine=vllm", "rollout.engine: must be one of 'hf', 'sglang'; got 'vllm'"),

@@ -4,8 +4,10 @@ A *sequence* is a token history the engine keeps (with its KV cache where it has
 handle. ``generate`` takes a batch of requests; each appends ``tokens`` to its parent sequence (or starts a
 new one from ``tokens`` when ``parent`` is None), samples up to ``max_new_tokens`` and returns the handle of
 the resulting sequence. Several requests with the same parent fork it: each child continues from the
-parent's state without recomputing the shared prefix. ``max_new_tokens=0`` only prefills (a prompt, or a
-tool result appended after a call), which gives a fork point. ``release`` frees sequences no longer needed.
+parent's state without recomputing the shared prefix. ``max_new_tokens=0`` only prefills (a prompt), which
+gives a fork point; a request with ``fork_point=True`` also returns the sequence that ends right after its
+``tokens`` (before what it sampled) as a fork point, so a tool result and the continuation after it take one
+call. ``release`` frees sequences no longer needed.
 
 Per generated token the result carries its log-probability under the sampling distribution (temperature,
 top-k/top-p applied) and the full-vocabulary entropy of the temperature-scaled distribution (engines that
@@ -47,11 +49,13 @@ class SamplingParams:
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    """Append ``tokens`` to sequence ``parent`` (a new sequence when None), then sample per ``params``."""
+    """Append ``tokens`` to sequence ``parent`` (a new sequence when None), then sample per ``params``;
+    ``fork_point``: also keep the sequence after ``tokens`` (``Result.fork_handle``)."""
 
     tokens: tuple[int, ...]
     params: SamplingParams
     parent: int | None = None
+    fork_point: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,8 @@ class Result:
                    its id) or "length" (max_new_tokens reached; also for max_new_tokens=0)
     prefilled:     tokens computed before sampling (the appended tokens, plus any history not in cache)
     cached:        history tokens served from cache
+    fork_handle:   with ``Request.fork_point``, the sequence of the parent's tokens + the request's tokens (a
+                   handle to release like ``handle``); None otherwise
     """
 
     handle: int
@@ -72,6 +78,7 @@ class Result:
     stop: str | int | None
     prefilled: int
     cached: int
+    fork_handle: int | None = None
 
 
 class Engine(Protocol):

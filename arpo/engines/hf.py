@@ -3,10 +3,14 @@
 Every sequence keeps the KV of all its tokens but the last (``_KV``: a chain of segments, each holding only
 the tokens its sequence added, linked to its parent's chain, so forks share the prefix's memory as well as
 its compute). A request feeds only what is not cached yet: the parent's last token plus the appended tokens
-(a tool result is prefilled, nothing before it). One ``generate`` call runs its requests as batches under
-``token_budget``: rows are left-padded to a common cache width, the new tokens of each row sit right after its
-own cache with pad slots between (masked in the 2D attention mask, explicit per-row position ids), and
-decoding continues row-aligned until every row has stopped; a finished row leaves the batch.
+(a tool result is prefilled, nothing before it). One ``generate`` call works in two phases. First it
+prefills each request's new tokens but the last (the request's *extension*; a prefill-only request's all),
+in groups of similar length, longest first, so that padding at most doubles that work; each extension becomes
+a KV segment of its row, which is also a ``fork_point`` request's fork point. Then it samples every row in
+batches under ``token_budget``, each row feeding one token: rows are left-padded to a common cache width, the
+new tokens of each row sit right after its own cache with pad slots between (masked in the 2D attention mask,
+explicit per-row position ids), and decoding continues row-aligned until every row has stopped; a finished row
+leaves the batch.
 
 Sampling: temperature, then top-k and top-p filtering; the log-prob returned is the sampled token's under
 that (filtered, renormalised) distribution; the entropy is the full-vocabulary entropy of the
@@ -63,7 +67,7 @@ class _Row:
 
     request: Request
     history: tuple[int, ...]  # parent tokens + request tokens
-    kv: _KV | None  # the parent's cache (covers history[:cached])
+    kv: _KV | None  # the parent's cache, then the segments this call adds (covers history[:cached])
     cached: int
     feed: list[int]  # tokens to prefill (history[cached:], minus the last one for prefill-only rows)
     generator: torch.Generator
@@ -71,6 +75,12 @@ class _Row:
     logprobs: list[float] = dataclasses.field(default_factory=list)
     entropies: list[float] = dataclasses.field(default_factory=list)
     finish: tuple[str, str | int | None] | None = None
+    counts: tuple[int, int] = (0, 0)  # (prefilled, cached) as the request found them, for its Result
+    fork_kv: _KV | None = None  # the KV of history[:-1] once extended (a fork point's)
+
+    def extension(self) -> list[int]:
+        """The tokens to prefill before sampling starts: all of a prefill-only row's, all but the last else."""
+        return self.feed if self.finish is not None else self.feed[:-1]
 
 
 class HFEngine:
@@ -135,6 +145,10 @@ class HFEngine:
     @torch.no_grad()
     def generate(self, requests: list[Request]) -> list[Result]:
         rows = [self._row(i, r) for i, r in enumerate(requests)]
+        for group in self._groups(rows):
+            self._extend(group)
+        for row in rows:
+            row.fork_kv = row.kv
         for batch in self._batches(rows):
             self._run(batch)
         return [self._finish(row) for row in rows]
@@ -158,13 +172,28 @@ class HFEngine:
             feed = feed[:-1]  # a sequence caches all but its last token
         seed = req.params.seed
         gen = torch.Generator(self.device).manual_seed(seed) if seed is not None else self._rng
-        row = _Row(req, history, kv, cached, feed, gen)
+        row = _Row(req, history, kv, cached, feed, gen, counts=(len(feed), cached))
         if req.params.max_new_tokens == 0:
             row.finish = ("length", None)
         return row
 
+    def _groups(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Rows with tokens to prefill before sampling, longest first, cut where a row's extension is under half
+        the group's longest (so padding at most doubles the work) or the group would not fit ``token_budget``."""
+        todo = sorted((r for r in rows if r.extension()), key=lambda r: -len(r.extension()))
+        groups: list[list[_Row]] = []
+        for row in todo:
+            cur = groups[-1] if groups else [row]
+            longest = len(cur[0].extension())
+            size = (len(cur) + 1) * (max(r.cached for r in cur + [row]) + longest)
+            if groups and 2 * len(row.extension()) >= longest and size <= self.token_budget:
+                cur.append(row)
+            else:
+                groups.append([row])
+        return groups
+
     def _batches(self, rows: list[_Row]) -> list[list[_Row]]:
-        """Rows with something to feed, sorted by cache length and cut to fit ``token_budget``."""
+        """Rows left to sample (one token to feed each), sorted by cache length and cut to fit ``token_budget``."""
         todo = sorted((r for r in rows if r.feed), key=lambda r: (r.cached, len(r.feed)))
         batches: list[list[_Row]] = []
         for row in todo:
@@ -185,17 +214,26 @@ class HFEngine:
                          logits_to_keep=1, **{self._cache_kw: cache})
         return out.logits[:, -1].float(), getattr(out, self._cache_kw)  # `cache` in transformers 5
 
-    def _prefill(self, batch: list[_Row]):
-        """Left-padded caches + new tokens of each row → next-token logits [B, V], cache, mask [B, S]."""
+    def _extend(self, group: list[_Row]) -> None:
+        """Prefill each row's extension into a new KV segment of the row (kept for this call even when
+        ``share_prefix`` is off); what is left to feed is the one token sampling starts from, or nothing."""
+        tokens = [r.extension() for r in group]
+        _, cache, mask = self._prefill(group, tokens)
+        for b, (row, ext) in enumerate(zip(group, tokens)):
+            self._append_segment(row, b, cache, mask)
+            row.feed = row.feed[len(ext):]
+
+    def _prefill(self, batch: list[_Row], feeds: list[list[int]]):
+        """Left-padded caches + ``feeds`` (new tokens per row) → next-token logits [B, V], cache, mask [B, S]."""
         width = max(r.cached for r in batch)
-        feed = max(len(r.feed) for r in batch)
+        feed = max(len(f) for f in feeds)
         cache = self._batch_cache(batch, width)
         ids = torch.full((len(batch), feed), self._pad, dtype=torch.long)
         mask = torch.zeros((len(batch), width + feed), dtype=torch.long)
         positions = torch.zeros((len(batch), feed), dtype=torch.long)
-        for b, r in enumerate(batch):
-            n = len(r.feed)
-            ids[b, feed - n:] = torch.tensor(r.feed)
+        for b, (r, f) in enumerate(zip(batch, feeds)):
+            n = len(f)
+            ids[b, feed - n:] = torch.tensor(f)
             mask[b, width - r.cached: width] = 1
             mask[b, width + feed - n:] = 1
             positions[b, feed - n:] = torch.arange(r.cached, r.cached + n)
@@ -222,16 +260,8 @@ class HFEngine:
         return DynamicCache(ddp_cache_data=data, config=self.model.config)
 
     # ------------------------------------------------------------------------------------------ decoding
-    def _run(self, batch: list[_Row]) -> None:
-        logits, cache, mask = self._prefill(batch)
-        live = [b for b, r in enumerate(batch) if r.finish is None]
-        if len(live) < len(batch):  # prefill-only rows leave now
-            self._store(batch, cache, mask, [r.finish is not None for r in batch])
-            if not live:
-                return
-            cache.batch_select_indices(torch.tensor(live, device=self.device))
-            mask, logits = mask[live], logits[live]
-        rows = [batch[b] for b in live]
+    def _run(self, rows: list[_Row]) -> None:
+        logits, cache, mask = self._prefill(rows, [r.feed for r in rows])
         while rows:
             tokens = self._sample(rows, logits)
             done = [self._check_stop(r) for r in rows]
@@ -286,16 +316,26 @@ class HFEngine:
             return
         for b, (row, d) in enumerate(zip(rows, done)):
             if d:
-                fed = mask[b].nonzero()[row.cached:, 0]  # this row's slots after its parent's cache
-                keys = [layer.keys[b].index_select(1, fed) for layer in cache.layers]
-                values = [layer.values[b].index_select(1, fed) for layer in cache.layers]
-                row.kv = _KV(row.kv, keys, values, row.cached + len(fed))
+                self._append_segment(row, b, cache, mask)
+
+    @staticmethod
+    def _append_segment(row: _Row, b: int, cache, mask: torch.Tensor) -> None:
+        """Chain the KV of what row ``b`` of the batch fed after its own cache (copied out of [B, h, S, d])."""
+        fed = mask[b].nonzero()[row.cached:, 0]
+        keys = [layer.keys[b].index_select(1, fed) for layer in cache.layers]
+        values = [layer.values[b].index_select(1, fed) for layer in cache.layers]
+        row.kv = _KV(row.kv, keys, values, row.cached + len(fed))
+        row.cached += len(fed)
 
     def _finish(self, row: _Row) -> Result:
         handle = next(self._ids)
         self._seqs[handle] = _Seq(row.history + tuple(row.out), row.kv if self.share_prefix else None)
+        fork = None
+        if row.request.fork_point:
+            fork = next(self._ids)
+            self._seqs[fork] = _Seq(row.history, row.fork_kv if self.share_prefix else None)
         return Result(handle, tuple(row.out), tuple(row.logprobs), tuple(row.entropies), row.finish[0],
-                      row.finish[1], len(row.feed), row.cached)
+                      row.finish[1], *row.counts, fork)
 
 
 _STOP_WINDOW = 16  # tokens decoded to look for a stop string (tags are a few tokens long at most)

@@ -13,7 +13,8 @@ built. The protocol maps onto SGLang's offline Engine API (``srt/entrypoints/eng
   Requests with ``max_new_tokens == 0`` (fork points) are answered here without a call, since SGLang versions
   disagree on a zero-token generation (some sample one token, sgl-project/sglang#4892): they report
   ``prefilled=0, cached=0``, and the prefix enters the radix cache with the first real generation from it,
-  whose ``prefilled`` counts it.
+  whose ``prefilled`` counts it. A ``fork_point`` request's fork handle is just its history (parent + tokens),
+  whose KV the radix cache holds once the request ran.
 - Accounting: ``prefilled = meta_info["prompt_tokens"] - meta_info["cached_tokens"]``, ``cached =
   meta_info["cached_tokens"]`` (SGLang always recomputes at least the last prompt token).
 - Log-probs. SGLang reports ``log softmax(logits / T)``: temperature applied, top-k/top-p *not* (standard path
@@ -276,7 +277,7 @@ class SGLangEngine:
                 raise RuntimeError(f"SGLang returned {len(outs)} outputs for {len(live)} requests")
             parsed = {i: from_response(o, requests[i], vocab_size=self.vocab_size)
                       for i, o in zip(live, outs)}
-        return [self._result(histories[i], parsed.get(i)) for i in range(len(requests))]
+        return [self._result(histories[i], parsed.get(i), requests[i].fork_point) for i in range(len(requests))]
 
     def update_weights(self, model) -> None:
         """Serve ``model``'s weights from now on (HF parameter names); the radix cache is flushed."""
@@ -304,13 +305,16 @@ class SGLangEngine:
             raise ValueError(f"request {index}: no tokens and no parent: nothing to continue from")
         return history
 
-    def _result(self, history: tuple[int, ...], p: Result | None) -> Result:
-        handle, self._next_handle = self._next_handle, self._next_handle + 1
+    def _result(self, history: tuple[int, ...], p: Result | None, fork_point: bool) -> Result:
+        fork = self._new_handle(history) if fork_point else None  # a history: the radix cache holds its KV
         if p is None:  # prefill-only: nothing computed yet (see the module docstring)
-            self._seqs[handle] = history
-            return Result(handle, (), (), (), "length", None, 0, 0)
-        self._seqs[handle] = history + p.tokens
-        return dataclasses.replace(p, handle=handle)
+            return Result(self._new_handle(history), (), (), (), "length", None, 0, 0, fork)
+        return dataclasses.replace(p, handle=self._new_handle(history + p.tokens), fork_handle=fork)
+
+    def _new_handle(self, tokens: tuple[int, ...]) -> int:
+        handle, self._next_handle = self._next_handle, self._next_handle + 1
+        self._seqs[handle] = tokens
+        return handle
 
     def _save(self, model) -> str:
         if self._weights_dir is None:

@@ -12,7 +12,8 @@ the mean normalised entropy (entropy / ln V) of its first k generated tokens; af
 is that of the first k tokens the path generates next (fewer when that segment is shorter than k), and
 ``P_t = α + β·(H_t − H_init)``. Rule ``threshold`` branches when ``P_t > τ``; rule ``stochastic`` with
 probability ``clip(P_t, 0, 1)``. A branch forks ``Z`` new paths at the tool-result boundary (the engine
-sequence that ends with the result, so the prefix is never recomputed), each sampling its own continuation,
+sequence that ends with the result, so the prefix is never recomputed; the result and the continuation after it
+go in one request, which returns the boundary as its fork point), each sampling its own continuation,
 while the budget of M paths per prompt lasts. When every path of a prompt has ended with fewer than M paths
 started, fresh paths from the prompt fill the budget: each prompt ends with exactly M leaves, each a distinct
 sampled path. GRPO = M initial paths and no branching, through the same code.
@@ -28,8 +29,9 @@ the ``ToolBox`` for the prompt (kind "tool": each run once, whatever number of l
 actions run nothing and are not counted). ``last_metrics``: ``tool_calls_on_path_per_traj`` (mean of
 ``tool_calls`` over leaves), ``tool_executions_per_traj`` (executed calls / leaves) and
 ``tool_executions_per_prompt`` (executed calls / prompts). GRPO never forks, so there the two agree. Where the
-time goes: ``engine_seconds`` / ``engine_calls`` (inside ``engine.generate``), ``tool_call_seconds_mean`` /
-``_max`` (wall time of each call a tool ran, from its ``ToolResult.elapsed_s``).
+time goes: ``engine_seconds`` / ``engine_calls`` (inside ``engine.generate``), ``engine_rows_per_call`` (requests
+per call: how full the batches the engine decodes start), ``tool_call_seconds_mean`` / ``_max`` (wall time of
+each call a tool ran, from its ``ToolResult.elapsed_s``).
 
 The branch decision needs only a segment's first k tokens; it is taken when the segment ends, and the
 children fork at the boundary before it, which is the same as deciding after k tokens.
@@ -62,6 +64,7 @@ class _Path:
     finish: str | None = None
     key: tuple[int, ...] = ()  # identity: (prompt, start index) [+ (segment, child) per fork]; seeds its sampling
     segment: int = 0  # generation requests made so far
+    result: list[int] = dataclasses.field(default_factory=list)  # tool result tokens its next request appends
 
 
 @dataclasses.dataclass
@@ -99,6 +102,7 @@ class _Stats:
     history: int = 0  # tokens already in the sequences the requests continue (what sharing can serve)
     engine_seconds: float = 0.0  # wall time inside engine.generate (the rest: tools, bookkeeping)
     engine_calls: int = 0
+    engine_rows: int = 0  # requests over all engine calls
     tool_seconds: list[float] = dataclasses.field(default_factory=list)  # wall time of each call a tool ran
     tool_executions: list[int] = dataclasses.field(default_factory=list)  # per prompt: "tool" calls submitted
 
@@ -124,6 +128,7 @@ class _Stats:
             "seconds": seconds,
             "engine_seconds": self.engine_seconds,
             "engine_calls": float(self.engine_calls),
+            "engine_rows_per_call": self.engine_rows / max(self.engine_calls, 1),
             "tool_call_seconds_mean": mean(self.tool_seconds),
             "tool_call_seconds_max": max(self.tool_seconds, default=float("nan")),
         }
@@ -170,8 +175,7 @@ class Sampler:
         queue = [_Path(i, 0, b.roots[i], [], key=(i, j)) for i in range(len(prompts)) for j in range(initial)]
         try:
             while queue or b.pending:
-                prefill = self._harvest(b, block=not queue)
-                queue = self._step(b, queue, prefill)
+                queue = self._step(b, queue + self._harvest(b, block=not queue))
                 if not queue and not b.pending:
                     queue = self._fill(b)
         finally:  # also when the engine or a tree raises: no sequence (and its KV) outlives the call
@@ -185,19 +189,17 @@ class Sampler:
         return rollouts
 
     # ------------------------------------------------------------------------------------------ the loop
-    def _step(self, b: _Batch, queue: list[_Path], prefill: list[tuple[_Path, list[int]]]) -> list[_Path]:
-        """One engine call: prefill tool results (fork points) and generate for every queued path."""
-        reqs = [Request(tuple(ids), self._params(0), parent=p.handle) for p, ids in prefill]
-        reqs += [Request((), self._params(self._remaining(p), p), parent=p.handle) for p in queue]
-        if not reqs:
+    def _step(self, b: _Batch, queue: list[_Path]) -> list[_Path]:
+        """One engine call: every queued path appends its tool result, if it has one, and generates. A result
+        that a branch could still fork at (ARPO, budget left) comes back as a fork point."""
+        if not queue:
             return []
-        results = self._generate(b, reqs)
+        reqs = [Request(tuple(p.result), self._params(self._remaining(p), p), parent=p.handle,
+                        fork_point=bool(p.result) and self._may_branch(b, p)) for p in queue]
         nxt = []
-        for (p, _), res in zip(prefill, results):
-            p.handle = res.handle
-            p.boundary = (res.handle, p.node)
-            nxt.append(p)
-        for p, res in zip(queue, results[len(prefill):]):
+        for p, res in zip(queue, self._generate(b, reqs)):
+            if p.result:  # the tree holds it already (``_harvest``)
+                p.boundary, p.result = (res.fork_handle, p.node), []
             nxt += self._after_generation(b, p, res)
         return nxt
 
@@ -234,15 +236,17 @@ class Sampler:
         handle, node = p.boundary
         p.boundary = None
         b.stats.h_t.append(h)
-        room = self.cfg.M - b.started[p.prompt]
-        if self.cfg.mode != "arpo" or room <= 0 or not self._branch(h - p.h_init, p):
-            return []
-        z = min(self.cfg.Z, room)
+        if not self._may_branch(b, p) or not self._branch(h - p.h_init, p):
+            return []  # (budget spent now was spent when the request went out: a fork never lacks its handle)
+        z = min(self.cfg.Z, self.cfg.M - b.started[p.prompt])
         b.started[p.prompt] += z
         b.stats.branches += 1
         before = p.response[: len(p.response) - len(res.tokens)]
         return [_Path(p.prompt, node, handle, list(before), p.calls, p.h_init, key=p.key + (p.segment, c))
                 for c in range(z)]
+
+    def _may_branch(self, b: _Batch, p: _Path) -> bool:
+        return self.cfg.mode == "arpo" and b.started[p.prompt] < self.cfg.M
 
     def _branch(self, delta_h: float, p: _Path) -> bool:
         prob = self.cfg.alpha + self.cfg.beta * delta_h
@@ -251,8 +255,10 @@ class Sampler:
         draw = np.random.default_rng(self._seed_of(p, purpose=1)).random()
         return bool(draw < min(max(prob, 0.0), 1.0))
 
-    def _harvest(self, b: _Batch, block: bool) -> list[tuple[_Path, list[int]]]:
-        """Finished tool calls → result tokens appended to the tree; waits only when nothing else can run.
+    def _harvest(self, b: _Batch, block: bool) -> list[_Path]:
+        """Finished tool calls → result tokens appended to the tree, and to the path's next request; blocks only
+        when nothing else can run, then waits up to ``rollout.batch_wait_ms`` for the other pending calls, so that
+        their continuations join the same engine call.
 
         ``deterministic``: waits for every pending call, so which paths share an engine call (and so the
         padding around each row, which moves logits by float rounding) never depends on how fast a tool ran;
@@ -262,7 +268,9 @@ class Sampler:
         if self.deterministic:
             done, _ = wait(list(b.pending))
         else:
-            done, _ = wait(list(b.pending), timeout=None if block else 0, return_when=FIRST_COMPLETED)
+            if block:
+                wait(list(b.pending), return_when=FIRST_COMPLETED)
+            done, _ = wait(list(b.pending), timeout=self.cfg.batch_wait_ms / 1e3)
         out = []
         for fut in sorted(done, key=lambda f: (b.pending[f].key, b.pending[f].segment)):
             p = b.pending.pop(fut)
@@ -275,7 +283,8 @@ class Sampler:
                 continue
             p.node = b.trees[p.prompt].add(p.node, ids, False)
             p.response += ids
-            out.append((p, ids))
+            p.result = ids
+            out.append(p)
         return out
 
     def _fill(self, b: _Batch) -> list[_Path]:
@@ -311,7 +320,8 @@ class Sampler:
         results = self.engine.generate(reqs)
         b.stats.engine_seconds += time.perf_counter() - start
         b.stats.engine_calls += 1
-        b.handles += [r.handle for r in results]
+        b.stats.engine_rows += len(reqs)
+        b.handles += [r.handle for r in results] + [r.fork_handle for r in results if r.fork_handle is not None]
         b.stats.prefilled += sum(r.prefilled for r in results)
         b.stats.cached += sum(r.cached for r in results)
         return results

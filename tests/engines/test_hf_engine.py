@@ -85,6 +85,60 @@ def test_counts_for_prefill_and_tool_result(demo):
     assert eng.tokens(cont.handle) == prompt + kid.tokens + (7, 8, 9) + cont.tokens
 
 
+def test_fork_point_keeps_the_sequence_before_the_sample(demo):
+    """A tool result + continuation in one request with fork_point gives the same fork point (tokens, KV) as a
+    prefill-only request: the branches from either sample the same tokens with the same log-probs."""
+    model, tok = demo
+    result = tuple(tok.encode("\n<result>\n408\n</result>\n", add_special_tokens=False))
+    runs = []
+    for fork_point in (True, False):
+        eng = HFEngine(model, tok)
+        root = eng.generate([Request(_prompt(tok), _params(0))])[0]
+        kid = eng.generate([Request((), _params(4, seed=0), parent=root.handle)])[0]
+        cont, pre = eng.generate([Request(result, _params(n, seed=1), parent=kid.handle, fork_point=fork_point)
+                                  for n in (3, 0)])
+        fork = cont.fork_handle if fork_point else pre.handle
+        more = eng.generate([Request((), _params(5, seed=s), parent=fork) for s in (2, 3)])
+        more += eng.generate([Request((), _params(5, seed=4), parent=cont.handle)])
+        assert eng.tokens(fork) == eng.tokens(kid.handle) + result
+        assert all((m.prefilled, m.cached) == (1, len(eng.tokens(fork)) - 1) for m in more[:2])  # none redone
+        runs.append((eng, [cont] + more))
+        assert (kid.fork_handle, cont.fork_handle is None, pre.fork_handle is None) == (None, not fork_point,
+                                                                                        not fork_point)
+    (eng, split), (_, plain) = runs
+    for a, b in zip(split, plain):
+        assert a.tokens == b.tokens and a.logprobs == pytest.approx(b.logprobs, abs=2e-5)
+    for res in split:  # and both are a full recomputation's, to fp32 rounding over a long history
+        history = eng.tokens(res.handle)
+        start = len(history) - len(res.tokens)
+        for j, (t, lp, h) in enumerate(zip(res.tokens, res.logprobs, res.entropies)):
+            ref_lp, ref_h = _reference(model, history[: start + j], t)
+            assert lp == pytest.approx(ref_lp, abs=5e-5) and h == pytest.approx(ref_h, abs=5e-5)
+
+
+def test_appended_tokens_of_different_lengths_are_prefilled_apart(demo, monkeypatch):
+    """A 2-token extension is not padded to a 300-token one (padding at most doubles prefill work); every row
+    then samples in one batch, and each gets what it gets alone."""
+    model, tok = demo
+    long, short = tuple(range(100, 400)), (7, 8)
+    outs = []
+    for together in (True, False):
+        eng = HFEngine(model, tok)
+        root = eng.generate([Request(_prompt(tok), _params(0))])[0]
+        shapes, forward = [], eng._forward
+        monkeypatch.setattr(eng, "_forward",
+                            lambda ids, *a, _f=forward: shapes.append(tuple(ids.shape)) or _f(ids, *a))
+        reqs = [Request(t, _params(3, seed=i), parent=root.handle) for i, t in enumerate((long, short, ()))]
+        outs.append(eng.generate(reqs) if together else [eng.generate([r])[0] for r in reqs])
+        if together:  # extensions: the parent's last token + all appended tokens but the last
+            assert sorted(s for s in shapes if s[1] > 1) == [(1, 2), (1, 300)] and shapes[2] == (3, 1)
+    for a, b in zip(*outs):
+        assert a.tokens == b.tokens and a.logprobs == pytest.approx(b.logprobs, abs=2e-5)
+        assert (a.prefilled, a.cached) == (b.prefilled, b.cached)
+    n = len(_prompt(tok)) - 1  # the parent's cache
+    assert [(r.prefilled, r.cached) for r in outs[0]] == [(301, n), (3, n), (1, n)]
+
+
 def test_budget_splits_batches_without_changing_results(demo, monkeypatch):
     model, tok = demo
     outs, calls = [], []

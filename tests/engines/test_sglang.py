@@ -178,6 +178,20 @@ def test_prefill_only_result(engine):
     assert engine.tokens(r.handle) == PROMPT
 
 
+def test_fork_point_is_the_history_before_the_sample(engine, fake):
+    [root] = engine.generate([Request(PROMPT, sp(max_new_tokens=0))])
+    cont, pre, plain = engine.generate([Request((5, 6), sp(), root.handle, fork_point=True),
+                                        Request((7,), sp(max_new_tokens=0), root.handle, fork_point=True),
+                                        Request((8,), sp(), root.handle)])
+    assert len(fake.last.calls) == 1 and plain.fork_handle is None
+    assert engine.tokens(cont.fork_handle) == PROMPT + (5, 6)
+    assert engine.tokens(pre.fork_handle) == PROMPT + (7,)
+    assert engine.tokens(cont.handle) == PROMPT + (5, 6) + cont.tokens
+    handles = [root.handle, cont.handle, cont.fork_handle, pre.handle, pre.fork_handle, plain.handle]
+    assert len(set(handles)) == 6
+    engine.release(handles)
+
+
 def test_cached_and_prefilled_follow_the_radix_cache(engine):
     [root] = engine.generate([Request(PROMPT, sp(max_new_tokens=0))])
     [first] = engine.generate([Request((), sp(), parent=root.handle)])

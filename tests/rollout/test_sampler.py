@@ -41,10 +41,12 @@ class ScriptedEngine:
                 self.after if self.tok.convert_tokens_to_ids("<result>") in history else self.first)
             turn = turn[: r.params.max_new_tokens]
             h = self.h_after if self.first[0] in history else self.h_first
-            handle = len(self.seqs)
+            handle, fork = len(self.seqs), (len(self.seqs) + 1 if r.fork_point else None)
             self.seqs[handle] = history + turn
+            if r.fork_point:
+                self.seqs[fork] = history
             out.append(Result(handle, turn, (-0.1,) * len(turn), (h,) * len(turn), "stop", None,
-                              len(r.tokens), len(history) - len(r.tokens)))
+                              len(r.tokens), len(history) - len(r.tokens), fork))
         return out
 
     def release(self, handles):
@@ -103,6 +105,42 @@ def test_grpo_never_branches_and_budget_is_exact(tok):
     s = _sampler(tok, eng, mode="grpo", M=4, N=1)
     ros = s.rollout([tok.encode("a"), tok.encode("b c")])
     assert [len(r.leaves) for r in ros] == [4, 4] and s.last_metrics["branches"] == 0
+
+
+def test_a_tool_result_and_its_continuation_take_one_engine_call(tok):
+    """Prompt prefill, first turns, then each tool result goes with the turn after it: 3 calls, not 4."""
+    eng = ScriptedEngine(tok, h_first=0.0, h_after=9.0)
+    cfg = RolloutConfig(mode="grpo", M=3, N=1, max_response_tokens=64)
+    s = Sampler(eng, ToolBox({"python": _echo}, max_calls=3), tok, cfg, seed=0, deterministic=True)
+    [ro] = s.rollout([tok.encode("q")])
+    assert all(leaf.finish == "answer" and leaf.tool_calls == 1 for leaf in ro.leaves)
+    assert eng.calls == 3 and s.last_metrics["engine_calls"] == 3
+    assert s.last_metrics["engine_rows_per_call"] == pytest.approx((1 + 3 + 3) / 3)
+
+
+@pytest.mark.parametrize("wait_ms, calls", [(0, 4), (10_000, 3)])
+def test_batch_wait_lets_pending_results_join_the_engine_call(tok, wait_ms, calls):
+    """Two paths' tool calls: the first answers at once, the second only once the engine has run again (or
+    after 1 s). Without a wait each continuation takes its own call; with rollout.batch_wait_ms both share one."""
+    import threading
+
+    eng, ran, order = ScriptedEngine(tok, 1.0, 1.0), threading.Event(), iter(range(2))
+    generate = eng.generate
+
+    def counting(requests):
+        if eng.calls == 2:  # the call after the first tool result
+            ran.set()
+        return generate(requests)
+
+    def tool(code):
+        if next(order) == 1:
+            ran.wait(1.0)
+        return ToolResult("2")
+
+    eng.generate = counting
+    cfg = RolloutConfig(mode="grpo", M=2, N=1, max_response_tokens=64, batch_wait_ms=wait_ms)
+    [ro] = Sampler(eng, ToolBox({"python": tool}, max_calls=3), tok, cfg, seed=0).rollout([tok.encode("q")])
+    assert [leaf.finish for leaf in ro.leaves] == ["answer", "answer"] and eng.calls == calls
 
 
 def test_fill_up_when_every_path_ends_early(tok):

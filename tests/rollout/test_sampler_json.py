@@ -43,10 +43,12 @@ class JsonEngine:
             turn = turn[: r.params.max_new_tokens]
             self.stops.add(r.params.stop)
             h = self.h_after if answered else self.h_first
-            handle = len(self.seqs)
+            handle, fork = len(self.seqs), (len(self.seqs) + 1 if r.fork_point else None)
             self.seqs[handle] = history + turn
+            if r.fork_point:
+                self.seqs[fork] = history
             out.append(Result(handle, turn, (-0.1,) * len(turn), (h,) * len(turn), "stop", None,
-                              len(r.tokens), len(history) - len(r.tokens)))
+                              len(r.tokens), len(history) - len(r.tokens), fork))
         return out
 
     def release(self, handles):

@@ -48,10 +48,12 @@ class TwoCallEngine:
             history = (self.seqs[r.parent] if r.parent is not None else ()) + tuple(r.tokens)
             turn, h = ([], 0.0) if r.params.max_new_tokens == 0 else self._turn(history)
             turn = tuple(turn[: r.params.max_new_tokens])
-            handle = len(self.seqs)
+            handle, fork = len(self.seqs), (len(self.seqs) + 1 if r.fork_point else None)
             self.seqs[handle] = history + turn
+            if r.fork_point:
+                self.seqs[fork] = history
             out.append(Result(handle, turn, (-0.1,) * len(turn), (h * LN_V,) * len(turn), "stop", None,
-                              len(r.tokens), len(history) - len(r.tokens)))
+                              len(r.tokens), len(history) - len(r.tokens), fork))
         return out
 
     def release(self, handles):
